@@ -1,0 +1,400 @@
+//! Who is calling: the Cloud Connector token check shared by HTTP and gRPC.
+//!
+//! One [`Authenticator`] per service (audience `gitlab-ai-gateway` for HTTP,
+//! `gitlab-duo-workflow-service` for gRPC). It reads only request headers
+//! (HTTP/2 gRPC metadata are headers too), verifies an RS256 JWT against our
+//! own keys and the cached OIDC keys, binds claims to headers, and yields a
+//! [`Caller`]. Error texts are the exact strings GitLab clients know. This
+//! module never logs a token and never performs network I/O on the request
+//! path, except waiting (bounded) for an early key refresh on an unknown kid.
+
+use std::{collections::HashSet, sync::Arc};
+
+use arc_swap::ArcSwap;
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::{
+    jwks::{Issuer, JwksCache},
+    keys::VerifyKey,
+};
+
+/// Tokens larger than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// An authentication failure. `Display` is the exact client-facing message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("No authorization header presented")]
+    NoHeader,
+    #[error("Invalid authorization header")]
+    InvalidHeader,
+    #[error("Invalid authentication token type - only OIDC is supported")]
+    InvalidType,
+    #[error("Forbidden by auth provider")]
+    Forbidden,
+    #[error("Header mismatch '{0}'")]
+    HeaderMismatch(&'static str),
+}
+
+/// `aud` may be a string or a list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The claims we read from a Cloud Connector token; everything else is `extra`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Claims {
+    #[serde(default)]
+    pub iss: Option<String>,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub aud: Option<Audience>,
+    #[serde(default)]
+    pub gitlab_realm: Option<String>,
+    #[serde(default)]
+    pub gitlab_instance_id: Option<String>,
+    #[serde(default)]
+    pub gitlab_instance_uid: Option<Value>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub duo_seat_count: Option<Value>,
+    #[serde(default)]
+    pub exp: Option<f64>,
+    #[serde(default)]
+    pub nbf: Option<f64>,
+    /// Everything else (`tool_access_policies`, `gitlab_root_namespace_id`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Claims {
+    /// Registered claims that are re-minted, not carried over, in our tokens.
+    pub const REGISTERED: &'static [&'static str] = &["exp", "nbf", "iat", "jti"];
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Set in the troubleshooting bypass modes: every permission, no claims.
+    pub debug: bool,
+    pub claims: Option<Claims>,
+    /// `X-Gitlab-Global-User-Id` as sent.
+    pub global_user_id: Option<String>,
+}
+
+impl Caller {
+    /// True when the caller holds `unit_primitive`, and its token was not issued by
+    /// `disallowed_issuer` (our own tokens may not mint further tokens).
+    pub fn can(&self, unit_primitive: &str, disallowed_issuer: Option<&str>) -> bool {
+        if self.debug {
+            return true;
+        }
+        let Some(claims) = &self.claims else {
+            return false;
+        };
+        if disallowed_issuer.is_some() && claims.iss.as_deref() == disallowed_issuer {
+            return false;
+        }
+        claims.scopes.iter().any(|s| s == unit_primitive)
+    }
+
+    /// True when the token was minted by `service_name` (that is, by us).
+    pub fn issued_by(&self, service_name: &str) -> bool {
+        self.claims
+            .as_ref()
+            .is_some_and(|c| c.iss.as_deref() == Some(service_name))
+    }
+}
+
+/// Settings of one authenticator.
+pub struct AuthSettings {
+    pub service_name: String,
+    pub bypass: bool,
+    pub bypass_with_header: bool,
+    pub bypass_signature: bool,
+}
+
+/// Verifies Cloud Connector tokens for one service.
+pub struct Authenticator {
+    settings: AuthSettings,
+    local: ArcSwap<Vec<VerifyKey>>,
+    issuers: Vec<Arc<Issuer>>,
+    jwks: Arc<JwksCache>,
+    validation: Validation,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Authenticator {
+    pub fn new(
+        settings: AuthSettings,
+        local: Vec<VerifyKey>,
+        issuers: Vec<Arc<Issuer>>,
+        jwks: Arc<JwksCache>,
+    ) -> Self {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[settings.service_name.as_str()]);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        // Stricter than upstream: a token without an audience is refused.
+        validation.required_spec_claims = HashSet::from(["exp".to_string(), "aud".to_string()]);
+        Self {
+            settings,
+            local: ArcSwap::from_pointee(local),
+            issuers,
+            jwks,
+            validation,
+        }
+    }
+
+    pub fn service_name(&self) -> &str {
+        &self.settings.service_name
+    }
+
+    /// True when authentication is switched off entirely (troubleshooting).
+    pub fn bypassed(&self) -> bool {
+        self.settings.bypass
+    }
+
+    /// Replaces our own public keys (SIGHUP reload).
+    pub fn set_local_keys(&self, keys: Vec<VerifyKey>) {
+        self.local.store(Arc::new(keys));
+    }
+
+    /// Number of keys currently able to verify a token (ours + issuers').
+    pub fn key_count(&self) -> usize {
+        self.local.load().len() + self.issuers.iter().map(|i| i.keys().len()).sum::<usize>()
+    }
+
+    /// Authenticates a request from its headers.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let global_user_id = header(headers, "x-gitlab-global-user-id").map(str::to_string);
+        let debug = Caller {
+            debug: true,
+            claims: None,
+            global_user_id: global_user_id.clone(),
+        };
+        if self.settings.bypass {
+            return Ok(debug);
+        }
+        if self.settings.bypass_with_header && header(headers, "bypass-auth") == Some("true") {
+            return Ok(debug);
+        }
+        let value = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or(AuthError::NoHeader)?;
+        let value = value.to_str().map_err(|_| AuthError::InvalidHeader)?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::InvalidHeader);
+        }
+        if header(headers, "x-gitlab-authentication-type") != Some("oidc") {
+            return Err(AuthError::InvalidType);
+        }
+        let claims = self.verify(token.trim()).await?;
+        bind_headers(&claims, headers, &self.settings.service_name)?;
+        Ok(Caller {
+            debug: false,
+            claims: Some(claims),
+            global_user_id,
+        })
+    }
+
+    async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Forbidden);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Forbidden)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::Forbidden);
+        }
+        if self.settings.bypass_signature {
+            let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+                .map_err(|_| AuthError::Forbidden)?
+                .claims;
+            return check_unsigned_claims(claims, &self.settings.service_name);
+        }
+        let mut keys = self.candidates(header.kid.as_deref());
+        if keys.is_empty() {
+            // Unknown kid: maybe the issuer rotated. Ask for an early refresh.
+            self.jwks.refresh_for_unknown_kid(&self.issuers).await;
+            keys = self.candidates(header.kid.as_deref());
+        }
+        if keys.is_empty() {
+            // Keys published without a kid (or under another name) still count.
+            keys = self.all_keys();
+        }
+        for key in keys {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) if is_signature_mismatch(e.kind()) => continue,
+                // The signature matched but a claim is wrong (expired, audience...).
+                Err(_) => return Err(AuthError::Forbidden),
+            }
+        }
+        Err(AuthError::Forbidden)
+    }
+
+    fn all_keys(&self) -> Vec<VerifyKey> {
+        let mut keys: Vec<VerifyKey> = self.local.load().iter().cloned().collect();
+        for issuer in &self.issuers {
+            keys.extend(issuer.keys().iter().cloned());
+        }
+        keys
+    }
+
+    /// Keys to try: those with the token's kid, or all when it has none.
+    fn candidates(&self, kid: Option<&str>) -> Vec<VerifyKey> {
+        let all = self.all_keys();
+        match kid {
+            None => all,
+            Some(kid) => all
+                .into_iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect(),
+        }
+    }
+}
+
+/// `AIGW_AUTH__BYPASS_JWT_SIGNATURE`: the time and audience checks still apply.
+fn check_unsigned_claims(claims: Claims, service_name: &str) -> Result<Claims, AuthError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let leeway = LEEWAY_SECS as f64;
+    let fresh = claims.exp.is_some_and(|exp| exp + leeway > now)
+        && claims.nbf.is_none_or(|nbf| nbf - leeway <= now);
+    let audience_ok = match &claims.aud {
+        Some(Audience::One(a)) => a == service_name,
+        Some(Audience::Many(list)) => list.iter().any(|a| a == service_name),
+        None => false,
+    };
+    if fresh && audience_ok {
+        Ok(claims)
+    } else {
+        Err(AuthError::Forbidden)
+    }
+}
+
+fn is_signature_mismatch(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidSignature | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat
+    )
+}
+
+/// The claim/header consistency rules, first failure wins.
+fn bind_headers(claims: &Claims, headers: &HeaderMap, service_name: &str) -> Result<(), AuthError> {
+    let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+    if let Some(realm) = nonempty(&claims.gitlab_realm)
+        && header(headers, "x-gitlab-realm") != Some(realm.as_str())
+    {
+        return Err(AuthError::HeaderMismatch("X-Gitlab-Realm"));
+    }
+    if let Some(id) = nonempty(&claims.gitlab_instance_id)
+        && header(headers, "x-gitlab-instance-id") != Some(id.as_str())
+    {
+        return Err(AuthError::HeaderMismatch("X-Gitlab-Instance-Id"));
+    }
+    if let Some(sub) = nonempty(&claims.sub) {
+        let (name, canonical) = if claims.iss.as_deref() == Some(service_name) {
+            ("x-gitlab-global-user-id", "X-Gitlab-Global-User-Id")
+        } else {
+            ("x-gitlab-instance-id", "X-Gitlab-Instance-Id")
+        };
+        if header(headers, name) != Some(sub.as_str()) {
+            return Err(AuthError::HeaderMismatch(canonical));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: serde_json::Value) -> Claims {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn binding_checks_realm_then_instance_then_subject() {
+        let c = claims(serde_json::json!({
+            "iss": "https://gitlab.example.com", "sub": "inst-1",
+            "gitlab_realm": "self-managed", "gitlab_instance_id": "inst-1"
+        }));
+        assert_eq!(
+            bind_headers(&c, &headers(&[]), "gitlab-ai-gateway"),
+            Err(AuthError::HeaderMismatch("X-Gitlab-Realm"))
+        );
+        assert_eq!(
+            bind_headers(
+                &c,
+                &headers(&[("x-gitlab-realm", "self-managed")]),
+                "gitlab-ai-gateway"
+            ),
+            Err(AuthError::HeaderMismatch("X-Gitlab-Instance-Id"))
+        );
+        let ok = headers(&[
+            ("x-gitlab-realm", "self-managed"),
+            ("x-gitlab-instance-id", "inst-1"),
+        ]);
+        assert_eq!(bind_headers(&c, &ok, "gitlab-ai-gateway"), Ok(()));
+    }
+
+    #[test]
+    fn own_tokens_bind_subject_to_the_global_user_id() {
+        let c = claims(serde_json::json!({"iss": "gitlab-ai-gateway", "sub": "user-1"}));
+        assert_eq!(
+            bind_headers(
+                &c,
+                &headers(&[("x-gitlab-instance-id", "user-1")]),
+                "gitlab-ai-gateway"
+            ),
+            Err(AuthError::HeaderMismatch("X-Gitlab-Global-User-Id"))
+        );
+        assert_eq!(
+            bind_headers(
+                &c,
+                &headers(&[("x-gitlab-global-user-id", "user-1")]),
+                "gitlab-ai-gateway"
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn scopes_and_disallowed_issuers() {
+        let caller = Caller {
+            debug: false,
+            claims: Some(claims(
+                serde_json::json!({"iss": "gitlab-ai-gateway", "scopes": ["complete_code"]}),
+            )),
+            global_user_id: None,
+        };
+        assert!(caller.can("complete_code", None));
+        assert!(!caller.can("complete_code", Some("gitlab-ai-gateway")));
+        assert!(!caller.can("duo_chat", None));
+    }
+}

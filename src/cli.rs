@@ -1,0 +1,244 @@
+//! The command line: `aigw` (serve), `aigw check-config`, `aigw keygen`.
+//!
+//! Flags override the environment; the environment variables keep the
+//! upstream gateway's names and are listed in `--help` next to each flag.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CliOverrides, Config, Env};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "aigw",
+    version,
+    about = "GitLab AI Gateway and Duo Agent Platform service in one binary",
+    long_about = "Serves the GitLab AI Gateway HTTP API (default :5052), the Duo Workflow gRPC \
+service (default :50052) and Prometheus metrics (:8082, :8083), configured with the same \
+environment variables as GitLab's container image. Without a subcommand, `aigw` serves."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve all listeners (the default).
+    Serve(ServeArgs),
+    /// Validate the environment and every file it names; print the effective
+    /// configuration with secrets redacted. Exits non-zero on any error.
+    CheckConfig(ServeArgs),
+    /// Write a new RSA 2048 signing key (PKCS#8 PEM, mode 0600).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// AI Gateway HTTP bind address [env: AIGW_FASTAPI__API_HOST] [default: 0.0.0.0]
+    #[arg(long, value_name = "IP", global = true)]
+    pub api_host: Option<IpAddr>,
+    /// AI Gateway HTTP port [env: AIGW_FASTAPI__API_PORT] [default: 5052]
+    #[arg(long, value_name = "PORT", global = true)]
+    pub api_port: Option<u16>,
+    /// Duo Workflow gRPC bind address [env: DUO_WORKFLOW_SERVICE_HOST] [default: 0.0.0.0]
+    #[arg(long, value_name = "IP", global = true)]
+    pub grpc_host: Option<IpAddr>,
+    /// Duo Workflow gRPC port [env: DUO_WORKFLOW_SERVICE_PORT, or PORT as upstream] [default: 50052]
+    #[arg(long, value_name = "PORT", global = true)]
+    pub grpc_port: Option<u16>,
+    /// AI Gateway metrics bind address [env: AIGW_FASTAPI__METRICS_HOST] [default: 0.0.0.0]
+    #[arg(long, value_name = "IP", global = true)]
+    pub metrics_host: Option<IpAddr>,
+    /// AI Gateway metrics port [env: AIGW_FASTAPI__METRICS_PORT] [default: 8082]
+    #[arg(long, value_name = "PORT", global = true)]
+    pub metrics_port: Option<u16>,
+    /// Duo Workflow metrics bind address; enables that listener [env: PROMETHEUS_METRICS__ADDR]
+    #[arg(long, value_name = "IP", global = true)]
+    pub workflow_metrics_addr: Option<IpAddr>,
+    /// Duo Workflow metrics port; enables that listener [env: PROMETHEUS_METRICS__PORT] [default: 8083]
+    #[arg(long, value_name = "PORT", global = true)]
+    pub workflow_metrics_port: Option<u16>,
+    /// Log level or tracing filter [env: AIGW_LOGGING__LEVEL] [default: info]
+    #[arg(long, value_name = "LEVEL", global = true)]
+    pub log_level: Option<String>,
+    /// Seconds to drain connections on SIGTERM [env: AIGW_SHUTDOWN_GRACE_PERIOD_S or DUO_WORKFLOW_SHUTDOWN_GRACE_PERIOD_S] [default: 10]
+    #[arg(long, value_name = "SECONDS", global = true)]
+    pub shutdown_grace_period: Option<f64>,
+    /// Development: sign tokens with a throwaway key when none is configured (never in production)
+    #[arg(long, global = true)]
+    pub dev: bool,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            api_host: self.api_host,
+            api_port: self.api_port,
+            grpc_host: self.grpc_host,
+            grpc_port: self.grpc_port,
+            metrics_host: self.metrics_host,
+            metrics_port: self.metrics_port,
+            workflow_metrics_addr: self.workflow_metrics_addr,
+            workflow_metrics_port: self.workflow_metrics_port,
+            log_level: self.log_level.clone(),
+            shutdown_grace_period: self.shutdown_grace_period,
+            dev_ephemeral_keys: self.dev,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Where to write the key
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Replace an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Entry point behind `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(args)) => serve(&merge(&cli.serve, args)),
+        Some(Command::CheckConfig(args)) => check_config(&merge(&cli.serve, args)),
+        Some(Command::Keygen(args)) => keygen(&args),
+    }
+}
+
+/// Global flags may come before or after the subcommand.
+fn merge(outer: &ServeArgs, inner: ServeArgs) -> ServeArgs {
+    ServeArgs {
+        api_host: inner.api_host.or(outer.api_host),
+        api_port: inner.api_port.or(outer.api_port),
+        grpc_host: inner.grpc_host.or(outer.grpc_host),
+        grpc_port: inner.grpc_port.or(outer.grpc_port),
+        metrics_host: inner.metrics_host.or(outer.metrics_host),
+        metrics_port: inner.metrics_port.or(outer.metrics_port),
+        workflow_metrics_addr: inner.workflow_metrics_addr.or(outer.workflow_metrics_addr),
+        workflow_metrics_port: inner.workflow_metrics_port.or(outer.workflow_metrics_port),
+        log_level: inner.log_level.or_else(|| outer.log_level.clone()),
+        shutdown_grace_period: inner.shutdown_grace_period.or(outer.shutdown_grace_period),
+        dev: inner.dev || outer.dev,
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match Config::load(&Env::from_process(), &args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aigw: configuration error: {e}");
+            crate::systemd::status(&format!("configuration error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&config.logging);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "aigw starting");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aigw: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "startup failed");
+            eprintln!("aigw: {e}");
+            crate::systemd::status(&format!("startup failed: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(args: &ServeArgs) -> ExitCode {
+    let config = match Config::load(&Env::from_process(), &args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aigw: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut report = config.redacted();
+    let mut problems = Vec::new();
+    match crate::trust::TrustStore::load(&config.ca) {
+        Ok(t) => report["ca_bundle"]["anchors"] = t.len().into(),
+        Err(e) => problems.push(format!("CA bundle: {e}")),
+    }
+    for (name, auth) in [
+        ("AI Gateway", &config.gateway_auth),
+        ("Duo Workflow", &config.workflow_auth),
+    ] {
+        if let Err(e) =
+            crate::keys::LocalKeys::load(auth.signing_key.as_ref(), auth.validation_key.as_ref())
+        {
+            problems.push(format!("{name} key: {e}"));
+        } else if auth.signing_key.is_none() {
+            report["notes"]
+                .as_array_mut()
+                .map(|a| a.push(format!("{name}: no signing key configured").into()))
+                .unwrap_or_else(|| {
+                    report["notes"] =
+                        serde_json::json!([format!("{name}: no signing key configured")])
+                });
+        }
+    }
+    for (files, cert_var, key_var) in [
+        (
+            &config.http.tls,
+            "AIGW_FASTAPI__TLS__CERT_FILE",
+            "AIGW_FASTAPI__TLS__KEY_FILE",
+        ),
+        (
+            &config.grpc.tls,
+            "DUO_WORKFLOW_TLS__CERT_FILE",
+            "DUO_WORKFLOW_TLS__KEY_FILE",
+        ),
+    ] {
+        if let Some(f) = files
+            && let Err(e) = crate::tls::load_certified_key(f, cert_var, key_var)
+        {
+            problems.push(format!("TLS: {e}"));
+        }
+    }
+    report["valid"] = problems.is_empty().into();
+    report["errors"] = problems.clone().into();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_else(|_| report.to_string())
+    );
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("aigw: {p}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn keygen(args: &KeygenArgs) -> ExitCode {
+    match crate::keys::write_new_key(&args.path, args.force) {
+        Ok(()) => {
+            eprintln!(
+                "aigw: wrote RSA 2048 key to {} (mode 0600)",
+                args.path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("aigw: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The AI Gateway HTTP API (axum): routes, and the middleware every request
+//! passes through (request id, access log, metrics, CORS, authentication).
+//!
+//! Authentication runs before routing, as upstream: any path that is not
+//! explicitly public answers 401 without a token, so `curl /` shows the
+//! documented `{"error":"No authorization header presented"}`. Handlers are
+//! thin and call into `tokens`, `auth` and (later) the model layer.
+
+mod docs;
+mod error;
+mod monitoring;
+mod token;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, MatchedPath, Request, State},
+    http::{HeaderValue, Method, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use tower_http::cors::{Any, CorsLayer};
+
+pub use error::ApiError;
+
+use crate::{auth::Authenticator, health::Health, metrics::GatewayMetrics, tokens::TokenAuthority};
+
+/// Paths answered without authentication (upstream's skip list).
+const PUBLIC_PATHS: &[&str] = &[
+    "/monitoring/healthz",
+    "/monitoring/ready",
+    "/metrics",
+    "/v1/models/definitions",
+];
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct HttpState {
+    pub auth: Arc<Authenticator>,
+    pub tokens: Arc<TokenAuthority>,
+    pub metrics: GatewayMetrics,
+    pub health: Arc<Health>,
+    /// Extra public paths (the API docs, when enabled).
+    pub public_paths: Arc<Vec<String>>,
+}
+
+/// Where the API docs are served, when enabled.
+#[derive(Clone, Debug, Default)]
+pub struct DocsSettings {
+    pub docs_url: Option<String>,
+    pub openapi_url: Option<String>,
+}
+
+/// Builds the whole HTTP application.
+pub fn router(mut state: HttpState, docs: &DocsSettings) -> Result<Router, String> {
+    let mut public = Vec::new();
+    let docs_router = docs::router(docs, &mut public)?;
+    state.public_paths = Arc::new(public);
+
+    let api = Router::new()
+        .route("/monitoring/healthz", get(monitoring::healthz))
+        .route("/monitoring/ready", get(monitoring::ready))
+        .route("/v1/code/user_access_token", post(token::user_access_token))
+        .merge(docs_router)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state.clone());
+
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST])
+        .allow_headers(Any)
+        .max_age(Duration::from_secs(600));
+
+    Ok(api
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(state, observe)))
+}
+
+/// Authenticates every non-public request and hands the [`Caller`](crate::auth::Caller) on.
+async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if PUBLIC_PATHS.contains(&path) || state.public_paths.iter().any(|p| p == path) {
+        return next.run(req).await;
+    }
+    match state.auth.authenticate(req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::info!(path = %path, reason = %e, "request not authenticated");
+            ApiError::Unauthorized(e).into_response()
+        }
+    }
+}
+
+/// A usable incoming request id, or a fresh one.
+fn request_id(req: &Request) -> HeaderValue {
+    req.headers()
+        .get("x-request-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+/// Request id, `X-Process-Time`, metrics and the access log line.
+async fn observe(State(state): State<HttpState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let mut resp = next.run(req).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("{elapsed:.6}")) {
+        headers.insert("x-process-time", v);
+    }
+    headers.insert("x-request-id", id.clone());
+    headers
+        .entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
+    if let Some(route) = route.as_deref()
+        && !PUBLIC_PATHS.contains(&route)
+    {
+        state
+            .metrics
+            .observe(route, method.as_str(), status, elapsed);
+    }
+    tracing::info!(
+        target: "aigw::access",
+        method = %method,
+        path = %path,
+        status_code = status,
+        duration_s = elapsed,
+        correlation_id = id.to_str().unwrap_or(""),
+        client = %peer,
+        "{method} {path} {status}"
+    );
+    resp
+}

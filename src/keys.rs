@@ -1,0 +1,265 @@
+//! Our own RSA keys: loading them, minting tokens with them, and their public halves.
+//!
+//! Each service (AI Gateway, Duo Workflow) has a signing key and an optional
+//! validation key (the previous signing key during rotation). Keys arrive as
+//! PEM text in an environment variable, as a file, or as a systemd credential
+//! (`config::SecretSource`). Key material never leaves this module except as a
+//! signature or a public JWK; nothing here logs it.
+
+use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use rsa::{
+    RsaPrivateKey,
+    pkcs1::DecodeRsaPrivateKey,
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
+    traits::PublicKeyParts,
+};
+use serde::Serialize;
+
+use crate::config::SecretSource;
+
+/// Why a key could not be loaded or used. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{origin}: cannot read key: {source}")]
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: not an RSA private key in PEM form (PKCS#8 or PKCS#1)")]
+    Parse { origin: String },
+    #[error("{origin}: RSA key too small ({bits} bits); use 2048 or more")]
+    TooSmall { origin: String, bits: usize },
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("key generation failed: {0}")]
+    Generate(String),
+    #[error("{path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A public key we accept signatures from.
+#[derive(Clone)]
+pub struct VerifyKey {
+    /// RFC 7638 thumbprint, or the JWKS `kid`.
+    pub kid: Option<String>,
+    pub key: Arc<DecodingKey>,
+    /// Where the key came from, for logs ("local signing key", an issuer URL).
+    pub origin: Arc<str>,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// An RSA private key able to mint RS256 tokens.
+pub struct SigningKey {
+    encoding: EncodingKey,
+    kid: String,
+    public: VerifyKey,
+    origin: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads and parses a key from its configured source.
+    pub fn load(source: &SecretSource) -> Result<Self, KeyError> {
+        let origin = source.describe();
+        let pem = match source {
+            SecretSource::Inline { text, .. } => normalise_pem(text),
+            SecretSource::File { path, .. } | SecretSource::Credential { path, .. } => {
+                let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    origin: origin.clone(),
+                    source,
+                })?;
+                normalise_pem(&text)
+            }
+            SecretSource::Ephemeral => {
+                let key = generate_rsa()?;
+                return Self::from_private(&key, origin);
+            }
+        };
+        let key = RsaPrivateKey::from_pkcs8_pem(&pem)
+            .or_else(|_| RsaPrivateKey::from_pkcs1_pem(&pem))
+            .map_err(|_| KeyError::Parse {
+                origin: origin.clone(),
+            })?;
+        Self::from_private(&key, origin)
+    }
+
+    fn from_private(key: &RsaPrivateKey, origin: String) -> Result<Self, KeyError> {
+        let bits = key.size() * 8;
+        if bits < 2048 {
+            return Err(KeyError::TooSmall { origin, bits });
+        }
+        let encoding = EncodingKey::from_rsa_der(&pkcs1_der(key)?);
+        let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
+        let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+        let kid = rfc7638_thumbprint(&n, &e);
+        let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(|_| KeyError::Parse {
+            origin: origin.clone(),
+        })?;
+        Ok(Self {
+            encoding,
+            kid: kid.clone(),
+            public: VerifyKey {
+                kid: Some(kid),
+                key: Arc::new(decoding),
+                origin: Arc::from(origin.as_str()),
+            },
+            origin,
+        })
+    }
+
+    /// Signs `claims` as an RS256 JWT (`typ: JWT`, `kid`: our thumbprint).
+    pub fn mint<C: Serialize>(&self, claims: &C) -> Result<String, KeyError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
+    }
+
+    /// The public half, to validate tokens we minted.
+    pub fn verify_key(&self) -> VerifyKey {
+        self.public.clone()
+    }
+
+    /// Where the key came from (never the key itself).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// jsonwebtoken's RSA signer takes PKCS#1 DER.
+fn pkcs1_der(key: &RsaPrivateKey) -> Result<Vec<u8>, KeyError> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    key.to_pkcs1_der()
+        .map(|d| d.as_bytes().to_vec())
+        .map_err(|e| KeyError::Sign(e.to_string()))
+}
+
+/// Env files often carry PEM on one line with literal `\n`; accept both forms.
+fn normalise_pem(text: &str) -> String {
+    let t = text.trim().trim_matches('"').trim();
+    if !t.contains('\n') && t.contains("\\n") {
+        t.replace("\\n", "\n")
+    } else {
+        t.to_string()
+    }
+}
+
+/// RFC 7638 JWK thumbprint (SHA-256, base64url) of an RSA public key.
+pub fn rfc7638_thumbprint(n_b64: &str, e_b64: &str) -> String {
+    let canonical = format!(r#"{{"e":"{e_b64}","kty":"RSA","n":"{n_b64}"}}"#);
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+fn generate_rsa() -> Result<RsaPrivateKey, KeyError> {
+    let mut rng = rand::rngs::OsRng;
+    RsaPrivateKey::new(&mut rng, 2048).map_err(|e| KeyError::Generate(e.to_string()))
+}
+
+/// `aigw keygen`: writes a new RSA-2048 PKCS#8 PEM key, mode 0600.
+pub fn write_new_key(path: &Path, overwrite: bool) -> Result<(), KeyError> {
+    let key = generate_rsa()?;
+    let pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    let write_err = |source| KeyError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if overwrite {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(write_err)?;
+    file.write_all(pem.as_bytes()).map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    // `mode` applies only on creation; make an overwritten file private too.
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(write_err)?;
+    Ok(())
+}
+
+/// The keys of one service: one to sign with, and every public key to accept.
+#[derive(Default)]
+pub struct LocalKeys {
+    pub signing: Option<SigningKey>,
+    pub verify: Vec<VerifyKey>,
+}
+
+impl LocalKeys {
+    /// Loads the signing and validation keys. A configured key that is broken is
+    /// an error (startup refuses); an absent one is not.
+    pub fn load(
+        signing: Option<&SecretSource>,
+        validation: Option<&SecretSource>,
+    ) -> Result<Self, KeyError> {
+        let signing = signing.map(SigningKey::load).transpose()?;
+        let validation = validation.map(SigningKey::load).transpose()?;
+        let verify = signing
+            .iter()
+            .chain(validation.iter())
+            .map(SigningKey::verify_key)
+            .collect();
+        Ok(Self { signing, verify })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_matches_the_rfc_example() {
+        // RFC 7638 section 3.1.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        assert_eq!(
+            rfc7638_thumbprint(n, "AQAB"),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn escaped_newlines_are_accepted() {
+        assert_eq!(normalise_pem("\"a\\nb\""), "a\nb");
+        assert_eq!(normalise_pem("a\nb"), "a\nb");
+    }
+
+    #[test]
+    fn garbage_key_is_a_clear_error_without_the_content() {
+        let source = SecretSource::Inline {
+            var: "DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY",
+            text: "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----".into(),
+        };
+        let e = SigningKey::load(&source).unwrap_err().to_string();
+        assert!(
+            e.contains("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY"),
+            "{e}"
+        );
+        assert!(!e.contains("c2VjcmV0"), "{e}");
+    }
+}

@@ -1,0 +1,19 @@
+//! aigw: the GitLab AI Gateway (HTTP) and Duo Agent Platform service (gRPC) in
+//! one process. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod grpc;
+pub mod health;
+pub mod http;
+pub mod jwks;
+pub mod keys;
+pub mod listener;
+pub mod metrics;
+pub mod server;
+pub mod systemd;
+pub mod telemetry;
+pub mod tls;
+pub mod tokens;
+pub mod trust;

@@ -1,0 +1,534 @@
+//! Startup, readiness, reload and shutdown: the one place that wires
+//! configuration into running listeners.
+//!
+//! Order matters and is the contract with systemd: load and validate
+//! everything (trust store, keys, certificates), bind every listener, start
+//! serving, and only then send `READY=1`. Any failure before that exits
+//! non-zero without READY. OIDC keys are fetched in the background after
+//! binding, so a gateway booted before GitLab still comes up.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::response::IntoResponse;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+    task::JoinHandle,
+};
+use tower::ServiceBuilder;
+use url::Url;
+
+use crate::{
+    auth::{AuthSettings, Authenticator},
+    config::{Config, SecretSource, ServiceAuth},
+    grpc::{self, GateLayer, WorkflowService},
+    health::Health,
+    http::{DocsSettings, HttpState},
+    jwks::{JwksCache, JwksTiming},
+    keys::LocalKeys,
+    listener::{self, Protocol},
+    metrics::{self, GatewayMetrics, WorkflowMetrics},
+    systemd,
+    tls::{self, ReloadableCert},
+    tokens::TokenAuthority,
+    trust::TrustStore,
+};
+
+/// Why the gateway could not start. Each variant's message is meant for an
+/// administrator reading `systemctl status`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("CA bundle: {0}")]
+    Trust(#[from] crate::trust::TrustError),
+    #[error("{service} key: {source}")]
+    Key {
+        service: &'static str,
+        source: crate::keys::KeyError,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Bind(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Everything SIGHUP can replace, with what it needs to do so.
+struct Reloadable {
+    config: Config,
+    jwks: Arc<JwksCache>,
+    gateway_auth: Arc<Authenticator>,
+    workflow_auth: Arc<Authenticator>,
+    gateway_tokens: Arc<TokenAuthority>,
+    workflow_tokens: Arc<TokenAuthority>,
+    http_cert: Option<Arc<ReloadableCert>>,
+    grpc_cert: Option<Arc<ReloadableCert>>,
+}
+
+fn key_sources(auth: &ServiceAuth, dev: bool) -> (Option<SecretSource>, Option<SecretSource>) {
+    let signing = auth
+        .signing_key
+        .clone()
+        .or_else(|| dev.then_some(SecretSource::Ephemeral));
+    (signing, auth.validation_key.clone())
+}
+
+fn load_keys(
+    auth: &ServiceAuth,
+    dev: bool,
+    service: &'static str,
+) -> Result<LocalKeys, StartupError> {
+    let (signing, validation) = key_sources(auth, dev);
+    LocalKeys::load(signing.as_ref(), validation.as_ref())
+        .map_err(|source| StartupError::Key { service, source })
+}
+
+/// Loud warnings for every unsafe setting in force.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if config.gateway_auth.bypass {
+        w.push("AIGW_AUTH__BYPASS_EXTERNAL=true: the AI Gateway accepts every request WITHOUT authentication".to_string());
+    }
+    if config.gateway_auth.bypass_with_header {
+        w.push("AIGW_AUTH__BYPASS_EXTERNAL_WITH_HEADER=true: any request carrying 'Bypass-Auth: true' skips authentication".to_string());
+    }
+    if config.gateway_auth.bypass_signature {
+        w.push(
+            "AIGW_AUTH__BYPASS_JWT_SIGNATURE=true: token signatures are NOT checked".to_string(),
+        );
+    }
+    if config.workflow_auth.bypass {
+        w.push("DUO_WORKFLOW_AUTH__ENABLED=false: the Duo Workflow service accepts every call WITHOUT authentication".to_string());
+    }
+    if config.dev_ephemeral_keys
+        && (config.gateway_auth.signing_key.is_none() || config.workflow_auth.signing_key.is_none())
+    {
+        w.push("development mode: tokens are signed with a throwaway key generated at startup; they stop validating on restart".to_string());
+    }
+    w
+}
+
+fn cert_for(
+    files: &Option<crate::config::TlsFiles>,
+    cert_var: &'static str,
+    key_var: &'static str,
+) -> Result<Option<Arc<ReloadableCert>>, StartupError> {
+    match files {
+        None => Ok(None),
+        Some(f) => Ok(Some(ReloadableCert::new(tls::load_certified_key(
+            f, cert_var, key_var,
+        )?))),
+    }
+}
+
+fn issuer_urls(auth: &ServiceAuth) -> Vec<(&'static str, Url)> {
+    let mut v = Vec::new();
+    if let Some(u) = &auth.gitlab_url {
+        v.push(("GitLab", u.clone()));
+    }
+    if let Some(u) = &auth.customer_portal_url {
+        v.push(("CustomersDot", u.clone()));
+    }
+    v
+}
+
+fn authenticator(auth: &ServiceAuth, keys: &LocalKeys, jwks: &Arc<JwksCache>) -> Authenticator {
+    let issuers = issuer_urls(auth)
+        .iter()
+        .filter_map(|(_, u)| jwks.issuer(u))
+        .collect();
+    Authenticator::new(
+        AuthSettings {
+            service_name: auth.service_name.clone(),
+            bypass: auth.bypass,
+            bypass_with_header: auth.bypass_with_header,
+            bypass_signature: auth.bypass_signature,
+        },
+        keys.verify.clone(),
+        issuers,
+        jwks.clone(),
+    )
+}
+
+/// Addresses actually bound (ports may have been 0).
+#[derive(Clone, Debug)]
+pub struct BoundAddrs {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    pub workflow_metrics: Option<SocketAddr>,
+}
+
+impl BoundAddrs {
+    fn status_line(&self) -> String {
+        let mut s = format!(
+            "serving: http={} grpc={} metrics={}",
+            self.http, self.grpc, self.metrics
+        );
+        if let Some(w) = self.workflow_metrics {
+            s.push_str(&format!(" workflow_metrics={w}"));
+        }
+        s
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    tls::install_crypto_provider();
+    systemd::status("loading configuration");
+
+    let trust = TrustStore::load(&config.ca)?;
+    tracing::info!(source = %trust.source(), anchors = trust.len(), "outbound trust store loaded");
+
+    let dev = config.dev_ephemeral_keys;
+    let gateway_keys = load_keys(&config.gateway_auth, dev, "AI Gateway signing")?;
+    let workflow_keys = load_keys(&config.workflow_auth, dev, "Duo Workflow signing")?;
+    for (service, keys) in [
+        ("AI Gateway", &gateway_keys),
+        ("Duo Workflow", &workflow_keys),
+    ] {
+        match &keys.signing {
+            Some(k) => tracing::info!(service, origin = %k.origin(), "token signing key loaded"),
+            None => tracing::warn!(
+                service,
+                "no token signing key configured: minting tokens will fail"
+            ),
+        }
+    }
+    let http_cert = cert_for(
+        &config.http.tls,
+        "AIGW_FASTAPI__TLS__CERT_FILE",
+        "AIGW_FASTAPI__TLS__KEY_FILE",
+    )?;
+    let grpc_cert = cert_for(
+        &config.grpc.tls,
+        "DUO_WORKFLOW_TLS__CERT_FILE",
+        "DUO_WORKFLOW_TLS__KEY_FILE",
+    )?;
+
+    let warnings = warnings(&config);
+    for w in &warnings {
+        tracing::warn!(security = true, "{w}");
+    }
+    for (side, auth) in [
+        ("AI Gateway", &config.gateway_auth),
+        ("Duo Workflow", &config.workflow_auth),
+    ] {
+        if auth.customer_portal_url.is_none() {
+            tracing::info!(
+                service = side,
+                "customer portal URL is empty: offline license, CustomersDot is never contacted"
+            );
+        }
+    }
+
+    let timing = JwksTiming::default();
+    let client = crate::jwks::http_client(&trust, &timing).map_err(StartupError::Setup)?;
+    let mut urls = issuer_urls(&config.gateway_auth);
+    urls.extend(issuer_urls(&config.workflow_auth));
+    let jwks = JwksCache::new(&urls, client, timing);
+
+    let gateway_auth = Arc::new(authenticator(&config.gateway_auth, &gateway_keys, &jwks));
+    let workflow_auth = Arc::new(authenticator(&config.workflow_auth, &workflow_keys, &jwks));
+    let gateway_tokens = Arc::new(TokenAuthority::new(
+        &config.gateway_auth.service_name,
+        gateway_keys.signing,
+    ));
+    let workflow_tokens = Arc::new(TokenAuthority::new(
+        &config.workflow_auth.service_name,
+        workflow_keys.signing,
+    ));
+
+    let gateway_metrics = GatewayMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
+    let workflow_metrics =
+        WorkflowMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
+    let health = Arc::new(Health::new(warnings));
+
+    // Applications.
+    let http_app = crate::http::router(
+        HttpState {
+            auth: gateway_auth.clone(),
+            tokens: gateway_tokens.clone(),
+            metrics: gateway_metrics.clone(),
+            health: health.clone(),
+            public_paths: Arc::default(),
+        },
+        &DocsSettings {
+            docs_url: config.http.docs_url.clone(),
+            openapi_url: config.http.openapi_url.clone(),
+        },
+    )
+    .map_err(StartupError::Setup)?;
+    let (routes, workflow_health) = grpc::routes(
+        WorkflowService {
+            tokens: workflow_tokens.clone(),
+        },
+        config.grpc.reflection,
+    )
+    .map_err(StartupError::Setup)?;
+    let grpc_app = ServiceBuilder::new()
+        .layer(GateLayer {
+            auth: workflow_auth.clone(),
+            metrics: workflow_metrics.clone(),
+            reflection_public: config.grpc.reflection,
+        })
+        .service(routes.prepare());
+
+    // Bind everything before serving anything.
+    let bind =
+        |name, addr| async move { listener::bind(name, addr).await.map_err(StartupError::Bind) };
+    let http_l = bind(
+        "AI Gateway HTTP (AIGW_FASTAPI__API_HOST/PORT)",
+        config.http.listen,
+    )
+    .await?;
+    let grpc_l = bind(
+        "Duo Workflow gRPC (DUO_WORKFLOW_SERVICE_PORT/PORT)",
+        config.grpc.listen,
+    )
+    .await?;
+    let metrics_l = bind(
+        "AI Gateway metrics (AIGW_FASTAPI__METRICS_HOST/PORT)",
+        config.metrics.gateway,
+    )
+    .await?;
+    let wf_metrics_l = match config.metrics.workflow {
+        Some(addr) => {
+            Some(bind("Duo Workflow metrics (PROMETHEUS_METRICS__ADDR/PORT)", addr).await?)
+        }
+        None => None,
+    };
+    let local = |l: &tokio::net::TcpListener| {
+        l.local_addr()
+            .map_err(|e| StartupError::Bind(e.to_string()))
+    };
+    let addrs = BoundAddrs {
+        http: local(&http_l)?,
+        grpc: local(&grpc_l)?,
+        metrics: local(&metrics_l)?,
+        workflow_metrics: wf_metrics_l.as_ref().map(local).transpose()?,
+    };
+
+    let http_tls = http_cert
+        .clone()
+        .map(|c| tls::server_config(c, &[b"h2", b"http/1.1"]))
+        .transpose()
+        .map_err(|e| StartupError::Setup(e.to_string()))?;
+    let grpc_tls = grpc_cert
+        .clone()
+        .map(|c| tls::server_config(c, &[b"h2"]))
+        .transpose()
+        .map_err(|e| StartupError::Setup(e.to_string()))?;
+
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| StartupError::Setup(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| StartupError::Setup(e.to_string()))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| StartupError::Setup(e.to_string()))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks: Vec<JoinHandle<()>> = vec![
+        listener::spawn(
+            "http",
+            http_l,
+            http_tls,
+            Protocol::Auto,
+            http_app,
+            stop_rx.clone(),
+        ),
+        listener::spawn(
+            "grpc",
+            grpc_l,
+            grpc_tls,
+            Protocol::Http2,
+            grpc_app,
+            stop_rx.clone(),
+        ),
+        listener::spawn(
+            "metrics",
+            metrics_l,
+            None,
+            Protocol::Auto,
+            metrics_app(gateway_metrics.registry.clone()),
+            stop_rx.clone(),
+        ),
+    ];
+    if let Some(l) = wf_metrics_l {
+        tasks.push(listener::spawn(
+            "workflow_metrics",
+            l,
+            None,
+            Protocol::Auto,
+            metrics_app(workflow_metrics.registry.clone()),
+            stop_rx.clone(),
+        ));
+    }
+    jwks.spawn_refreshers();
+    workflow_health.set_serving().await;
+    health.set_ready();
+
+    for (name, addr) in [
+        ("http", Some(addrs.http)),
+        ("grpc", Some(addrs.grpc)),
+        ("metrics", Some(addrs.metrics)),
+        ("workflow_metrics", addrs.workflow_metrics),
+    ] {
+        if let Some(addr) = addr {
+            tracing::info!(listener = name, addr = %addr, "listening");
+        }
+    }
+    systemd::ready(&addrs.status_line());
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                systemd::watchdog_ping();
+            }
+        });
+    }
+
+    let reloadable = Reloadable {
+        config,
+        jwks,
+        gateway_auth,
+        workflow_auth,
+        gateway_tokens,
+        workflow_tokens,
+        http_cert,
+        grpc_cert,
+    };
+    loop {
+        tokio::select! {
+            _ = sighup.recv() => {
+                systemd::reloading();
+                reloadable.reload();
+                systemd::ready(&addrs.status_line());
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    let grace = reloadable.config.shutdown_grace;
+    tracing::info!(
+        grace_period_s = grace.as_secs_f64(),
+        "shutting down: draining connections"
+    );
+    systemd::stopping();
+    health.set_draining();
+    workflow_health.set_not_serving().await;
+    let _ = stop_tx.send(true);
+    drain(tasks, grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn drain(tasks: Vec<JoinHandle<()>>, grace: Duration) {
+    let all = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            grace_period_s = grace.as_secs_f64(),
+            "grace period over: closing remaining connections"
+        );
+    }
+}
+
+/// The Prometheus exposition on every path of a metrics port.
+fn metrics_app(registry: prometheus::Registry) -> axum::Router {
+    let handler = move || {
+        let registry = registry.clone();
+        async move {
+            match metrics::render(&registry) {
+                Ok(text) => (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
+                    .into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot render metrics");
+                    http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            }
+        }
+    };
+    axum::Router::new().fallback(handler)
+}
+
+impl Reloadable {
+    /// Re-reads every file-backed input. Each part either replaces the old
+    /// state completely or keeps it, with the reason logged.
+    fn reload(&self) {
+        let c = &self.config;
+        match TrustStore::load(&c.ca) {
+            Ok(trust) => match crate::jwks::http_client(&trust, &JwksTiming::default()) {
+                Ok(client) => {
+                    self.jwks.set_client(client);
+                    tracing::info!(source = %trust.source(), anchors = trust.len(), "reload: trust store replaced");
+                }
+                Err(e) => tracing::error!(error = %e, "reload: keeping the previous trust store"),
+            },
+            Err(e) => tracing::error!(error = %e, "reload: keeping the previous trust store"),
+        }
+        let dev = c.dev_ephemeral_keys;
+        for (service, auth, authn, tokens) in [
+            (
+                "AI Gateway",
+                &c.gateway_auth,
+                &self.gateway_auth,
+                &self.gateway_tokens,
+            ),
+            (
+                "Duo Workflow",
+                &c.workflow_auth,
+                &self.workflow_auth,
+                &self.workflow_tokens,
+            ),
+        ] {
+            // An ephemeral dev key is kept: regenerating it would invalidate tokens.
+            if auth.signing_key.is_none() && dev {
+                continue;
+            }
+            match load_keys(auth, false, service) {
+                Ok(keys) => {
+                    authn.set_local_keys(keys.verify.clone());
+                    tokens.set_key(keys.signing);
+                    tracing::info!(service, "reload: signing and validation keys replaced");
+                }
+                Err(e) => tracing::error!(service, error = %e, "reload: keeping the previous keys"),
+            }
+        }
+        for (name, files, cert, cert_var, key_var) in [
+            (
+                "AI Gateway HTTP",
+                &c.http.tls,
+                &self.http_cert,
+                "AIGW_FASTAPI__TLS__CERT_FILE",
+                "AIGW_FASTAPI__TLS__KEY_FILE",
+            ),
+            (
+                "Duo Workflow gRPC",
+                &c.grpc.tls,
+                &self.grpc_cert,
+                "DUO_WORKFLOW_TLS__CERT_FILE",
+                "DUO_WORKFLOW_TLS__KEY_FILE",
+            ),
+        ] {
+            if let (Some(files), Some(cert)) = (files, cert) {
+                match tls::load_certified_key(files, cert_var, key_var) {
+                    Ok(k) => {
+                        cert.replace(k);
+                        tracing::info!(listener = name, "reload: TLS certificate replaced");
+                    }
+                    Err(e) => {
+                        tracing::error!(listener = name, error = %e, "reload: keeping the previous TLS certificate")
+                    }
+                }
+            }
+        }
+    }
+}
