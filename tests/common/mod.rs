@@ -1,0 +1,694 @@
+//! Black-box test harness: the real `aigw` binary on port 0 against loopback
+//! peers (a fake GitLab serving OIDC discovery + JWKS, blackholes, TLS peers).
+//!
+//! Every gateway is started with a scrubbed environment (this machine presets
+//! REQUESTS_CA_BUNDLE, SSL_CERT_FILE and friends), JSON logs on stderr, and all
+//! four listeners on ephemeral ports, which it learns from the "listening" log
+//! lines. Nothing here reaches into the gateway's internals.
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::{
+    RsaPrivateKey,
+    pkcs1::EncodeRsaPrivateKey,
+    pkcs8::{EncodePrivateKey, LineEnding},
+    traits::PublicKeyParts,
+};
+use serde_json::{Value, json};
+
+pub const INSTANCE_ID: &str = "0b9e4c3a-7f1d-4d2a-8c55-2f6e1a9b7c10";
+pub const GLOBAL_USER_ID: &str = "q6b5xHk0d1j0m9S8a3QeA1o7f6wPz2nYc4tL0uVbK5E=";
+pub const GATEWAY_AUD: &str = "gitlab-ai-gateway";
+pub const WORKFLOW_AUD: &str = "gitlab-duo-workflow-service";
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// An RSA key pair for tests, with its PEM and public JWK.
+pub struct TestKey {
+    pub private: RsaPrivateKey,
+    /// PKCS#8 PEM, as `openssl genrsa` writes today.
+    pub pem: String,
+    pub kid: String,
+    encoding: EncodingKey,
+}
+
+impl TestKey {
+    pub fn generate() -> Self {
+        let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let pem = private.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+        let encoding = EncodingKey::from_rsa_der(private.to_pkcs1_der().unwrap().as_bytes());
+        let (n, e) = Self::ne(&private);
+        let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+        let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+        let kid = URL_SAFE_NO_PAD.encode(digest.as_ref());
+        Self {
+            private,
+            pem,
+            kid,
+            encoding,
+        }
+    }
+
+    fn ne(private: &RsaPrivateKey) -> (String, String) {
+        (
+            URL_SAFE_NO_PAD.encode(private.n().to_bytes_be()),
+            URL_SAFE_NO_PAD.encode(private.e().to_bytes_be()),
+        )
+    }
+
+    /// The public JWK as GitLab publishes it at /oauth/discovery/keys.
+    pub fn jwk(&self) -> Value {
+        let (n, e) = Self::ne(&self.private);
+        json!({"kty": "RSA", "kid": self.kid, "e": e, "n": n, "use": "sig", "alg": "RS256"})
+    }
+
+    /// Signs `claims` with RS256; `kid: None` leaves the header without a kid.
+    pub fn sign(&self, claims: &Value, kid: Option<&str>) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+
+    /// A token shaped like the one GitLab Rails self-issues (§2 of the client spec).
+    pub fn rails_token(&self, overrides: Value) -> String {
+        let mut claims = rails_claims();
+        if let (Some(base), Some(extra)) = (claims.as_object_mut(), overrides.as_object()) {
+            for (k, v) in extra {
+                if v.is_null() {
+                    base.remove(k);
+                } else {
+                    base.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        self.sign(&claims, Some(&self.kid))
+    }
+}
+
+/// Keys are slow to generate in debug builds: share a few per test binary.
+pub fn gitlab_key() -> &'static TestKey {
+    static K: OnceLock<TestKey> = OnceLock::new();
+    K.get_or_init(TestKey::generate)
+}
+
+pub fn signing_key() -> &'static TestKey {
+    static K: OnceLock<TestKey> = OnceLock::new();
+    K.get_or_init(TestKey::generate)
+}
+
+pub fn other_key() -> &'static TestKey {
+    static K: OnceLock<TestKey> = OnceLock::new();
+    K.get_or_init(TestKey::generate)
+}
+
+/// Claims of a Rails self-issued Cloud Connector token.
+pub fn rails_claims() -> Value {
+    let now = now();
+    json!({
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "aud": [GATEWAY_AUD, WORKFLOW_AUD],
+        "sub": INSTANCE_ID,
+        "iss": "https://gitlab.example.com",
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 3600,
+        "gitlab_realm": "self-managed",
+        "scopes": ["complete_code", "generate_code", "duo_chat", "duo_classic_chat",
+                   "duo_agent_platform", "duo_workflow_execute_workflow", "include_file_context"],
+        "tool_access_policies": "{\"allow\":[],\"ask\":[],\"deny\":[]}"
+    })
+}
+
+/// The headers Rails sends with every authenticated call.
+pub fn rails_headers(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("authorization", format!("Bearer {token}")),
+        ("x-gitlab-authentication-type", "oidc".into()),
+        ("x-gitlab-realm", "self-managed".into()),
+        ("x-gitlab-instance-id", INSTANCE_ID.into()),
+        ("x-gitlab-global-user-id", GLOBAL_USER_ID.into()),
+        ("x-gitlab-version", "18.6.0".into()),
+        ("x-gitlab-host-name", "gitlab.example.com".into()),
+    ]
+}
+
+/// Decodes a JWT's payload without verifying it (to inspect minted tokens).
+pub fn jwt_payload(token: &str) -> Value {
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+pub fn jwt_header(token: &str) -> Value {
+    let part = token.split('.').next().unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// How the fake GitLab answers its OIDC endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwksMode {
+    Normal,
+    Status500,
+    InvalidJson,
+    /// A 50 MB JWKS body.
+    Huge,
+    /// Accepts, then never answers.
+    Hang,
+    /// Discovery document without `jwks_uri`.
+    NoJwksUri,
+}
+
+#[derive(Clone)]
+struct FakeState {
+    keys: Arc<Mutex<Vec<Value>>>,
+    mode: Arc<Mutex<JwksMode>>,
+    base: Arc<OnceLock<String>>,
+    discovery_hits: Arc<AtomicUsize>,
+    jwks_hits: Arc<AtomicUsize>,
+}
+
+/// A loopback GitLab serving `/.well-known/openid-configuration` and `/oauth/discovery/keys`.
+pub struct FakeGitLab {
+    pub addr: SocketAddr,
+    pub url: String,
+    state: FakeState,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn discovery(State(s): State<FakeState>) -> impl IntoResponse {
+    s.discovery_hits.fetch_add(1, Ordering::SeqCst);
+    let mode = *s.mode.lock().unwrap();
+    let base = s.base.get().cloned().unwrap_or_default();
+    match mode {
+        JwksMode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+        JwksMode::NoJwksUri => Json(json!({"issuer": base})).into_response(),
+        _ => Json(json!({
+            "issuer": base,
+            "jwks_uri": format!("{base}/oauth/discovery/keys"),
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }))
+        .into_response(),
+    }
+}
+
+async fn jwks(State(s): State<FakeState>) -> impl IntoResponse {
+    s.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    let mode = *s.mode.lock().unwrap();
+    match mode {
+        JwksMode::Status500 => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        JwksMode::InvalidJson => (StatusCode::OK, "{\"keys\": [").into_response(),
+        JwksMode::Huge => {
+            let mut body = String::from("{\"keys\":[],\"pad\":\"");
+            body.push_str(&"x".repeat(50 * 1024 * 1024));
+            body.push_str("\"}");
+            (StatusCode::OK, body).into_response()
+        }
+        _ => Json(json!({"keys": s.keys.lock().unwrap().clone()})).into_response(),
+    }
+}
+
+impl FakeGitLab {
+    /// Starts a plain-HTTP fake GitLab publishing `keys`.
+    pub async fn start(keys: Vec<Value>) -> Self {
+        Self::start_with(keys, None).await
+    }
+
+    /// Same, over HTTPS with the given server certificate.
+    pub async fn start_with(keys: Vec<Value>, tls: Option<&TestCa>) -> Self {
+        let state = FakeState {
+            keys: Arc::new(Mutex::new(keys)),
+            mode: Arc::new(Mutex::new(JwksMode::Normal)),
+            base: Arc::new(OnceLock::new()),
+            discovery_hits: Arc::new(AtomicUsize::new(0)),
+            jwks_hits: Arc::new(AtomicUsize::new(0)),
+        };
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/oauth/discovery/keys", get(jwks))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (url, task) = match tls {
+            None => {
+                let task = tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+                (format!("http://127.0.0.1:{}", addr.port()), task)
+            }
+            Some(ca) => {
+                let cfg = ca.server_config();
+                let task = tokio::spawn(serve_tls(listener, cfg, app));
+                (format!("https://localhost:{}", addr.port()), task)
+            }
+        };
+        let _ = state.base.set(url.clone());
+        Self {
+            addr,
+            url,
+            state,
+            _task: task,
+        }
+    }
+
+    pub fn set_mode(&self, mode: JwksMode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    pub fn set_keys(&self, keys: Vec<Value>) {
+        *self.state.keys.lock().unwrap() = keys;
+    }
+
+    pub fn discovery_hits(&self) -> usize {
+        self.state.discovery_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn jwks_hits(&self) -> usize {
+        self.state.jwks_hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_tls(listener: tokio::net::TcpListener, cfg: Arc<rustls::ServerConfig>, app: Router) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+        });
+    }
+}
+
+/// A TCP listener that accepts connections and never answers: a blackholed peer.
+pub struct Blackhole {
+    pub url: String,
+    pub accepted: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            accepted,
+            _task: task,
+        }
+    }
+}
+
+/// A private CA and a `localhost`/`127.0.0.1` server certificate signed by it.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        install_provider();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "aigw test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Self {
+            ca_pem: ca_cert.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+            dir,
+        };
+        std::fs::write(ca.ca_path(), &ca.ca_pem).unwrap();
+        std::fs::write(ca.cert_path(), &ca.cert_pem).unwrap();
+        std::fs::write(ca.key_path(), &ca.key_pem).unwrap();
+        ca
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+
+    /// A reqwest client trusting only this CA.
+    pub fn client(&self) -> reqwest::Client {
+        install_provider();
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()])
+            .build()
+            .unwrap()
+    }
+}
+
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The environment variables this machine presets and tests must not inherit.
+pub const SCRUBBED: &[&str] = &[
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "CREDENTIALS_DIRECTORY",
+];
+
+/// Where a started gateway listens.
+#[derive(Clone, Debug)]
+pub struct Addrs {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    pub workflow_metrics: SocketAddr,
+}
+
+/// A running `aigw` process with captured stderr.
+pub struct Gateway {
+    pub child: Child,
+    pub addrs: Addrs,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Builder for a gateway process.
+pub struct GatewayBuilder {
+    env: HashMap<String, String>,
+    args: Vec<String>,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_aigw"))
+}
+
+/// A command for the aigw binary with a clean environment (PATH and HOME only).
+pub fn aigw_command() -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear();
+    for keep in ["PATH", "HOME", "TMPDIR"] {
+        if let Ok(v) = std::env::var(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    cmd
+}
+
+impl GatewayBuilder {
+    /// Defaults: every listener on 127.0.0.1:0, JSON logs, GitLab URL pointed
+    /// at nothing, offline license, AI Gateway and Duo Workflow signing keys set.
+    pub fn new() -> Self {
+        let mut env = HashMap::new();
+        for (k, v) in [
+            ("AIGW_FASTAPI__API_HOST", "127.0.0.1"),
+            ("AIGW_FASTAPI__API_PORT", "0"),
+            ("DUO_WORKFLOW_SERVICE_HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("AIGW_FASTAPI__METRICS_HOST", "127.0.0.1"),
+            ("AIGW_FASTAPI__METRICS_PORT", "0"),
+            ("PROMETHEUS_METRICS__ADDR", "127.0.0.1"),
+            ("PROMETHEUS_METRICS__PORT", "0"),
+            ("AIGW_LOGGING__FORMAT_JSON", "true"),
+            ("AIGW_LOGGING__LEVEL", "info"),
+            ("AIGW_GITLAB_URL", "http://127.0.0.1:9"),
+            ("AIGW_CUSTOMER_PORTAL_URL", ""),
+            ("DUO_WORKFLOW_AUTH__OIDC_CUSTOMER_PORTAL_URL", ""),
+            ("AIGW_SHUTDOWN_GRACE_PERIOD_S", "5"),
+        ] {
+            env.insert(k.to_string(), v.to_string());
+        }
+        env.insert(
+            "AIGW_SELF_SIGNED_JWT__SIGNING_KEY".into(),
+            signing_key().pem.clone(),
+        );
+        env.insert(
+            "DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY".into(),
+            signing_key().pem.clone(),
+        );
+        Self {
+            env,
+            args: Vec::new(),
+        }
+    }
+
+    /// Points both services at this GitLab.
+    pub fn gitlab(self, url: &str) -> Self {
+        self.env("AIGW_GITLAB_URL", url)
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.insert(k.to_string(), v.to_string());
+        self
+    }
+
+    pub fn unset(mut self, k: &str) -> Self {
+        self.env.remove(k);
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = aigw_command();
+        cmd.envs(&self.env).args(&self.args);
+        cmd
+    }
+
+    /// Starts the gateway and waits until all four listeners are announced.
+    pub fn start(self) -> Gateway {
+        let mut child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aigw");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut found: HashMap<String, SocketAddr> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while found.len() < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "gateway did not announce its listeners; logs:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    );
+                }
+            };
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "listening"
+            {
+                let name = v["listener"].as_str().unwrap().to_string();
+                let addr = v["addr"].as_str().unwrap().parse().unwrap();
+                found.insert(name, addr);
+            }
+        }
+        Gateway {
+            child,
+            addrs: Addrs {
+                http: found["http"],
+                grpc: found["grpc"],
+                metrics: found["metrics"],
+                workflow_metrics: found["workflow_metrics"],
+            },
+            logs,
+        }
+    }
+}
+
+impl Gateway {
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addrs.http, path)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.addrs.grpc)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// All log lines so far, joined.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("gateway did not stop on SIGTERM; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A plain HTTP client for the gateway.
+pub fn client() -> reqwest::Client {
+    install_provider();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Builds a request with Rails' headers for `token`.
+pub fn with_headers(
+    mut rb: reqwest::RequestBuilder,
+    headers: &[(&'static str, String)],
+) -> reqwest::RequestBuilder {
+    for (k, v) in headers {
+        rb = rb.header(*k, v);
+    }
+    rb
+}
+
+/// Waits until the gateway accepts `token` on an authenticated route (keys fetched).
+pub async fn wait_until_accepted(gw: &Gateway, token: &str) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = with_headers(
+            c.post(gw.http_url("/v1/code/user_access_token")),
+            &rails_headers(token),
+        )
+        .send()
+        .await
+        .unwrap();
+        if resp.status() == 200 {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "token never accepted ({}); logs:\n{}",
+                resp.status(),
+                gw.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A temp file with `contents`.
+pub fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
