@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod jwks;
+pub mod jwt_crypto;
 pub mod keys;
 pub mod listener;
 pub mod metrics;

@@ -175,6 +175,7 @@ impl BoundAddrs {
 /// Runs the gateway until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     tls::install_crypto_provider();
+    crate::jwt_crypto::install();
     systemd::status("loading configuration");
 
     let trust = TrustStore::load(&config.ca)?;
