@@ -49,3 +49,44 @@ async fn rails_token_mints_a_user_access_token() {
     assert_eq!(claims["scopes"], json!(["complete_code"]));
     assert_eq!(claims["exp"], body["expires_at"]);
 }
+
+#[tokio::test]
+async fn api_docs_work_without_a_token_and_without_a_network() {
+    let gw = GatewayBuilder::new()
+        .env("AIGW_FASTAPI__DOCS_URL", "/docs")
+        .env("AIGW_FASTAPI__OPENAPI_URL", "/openapi.json")
+        .start();
+    let c = client();
+    let page = c.get(gw.http_url("/docs")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    // Every asset the page loads is served by the gateway itself.
+    for asset in [
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+    ] {
+        assert!(html.contains(asset), "{html}");
+        let resp = c.get(gw.http_url(asset)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{asset}");
+        assert!(resp.bytes().await.unwrap().len() > 10_000, "{asset}");
+    }
+    assert!(
+        !html.contains("https://"),
+        "the page must not load anything remote: {html}"
+    );
+    let spec: serde_json::Value = c
+        .get(gw.http_url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["paths"]["/v1/code/user_access_token"].is_object());
+    // Docs off by default: the same paths then need a token like any other.
+    let gw2 = GatewayBuilder::new().start();
+    assert_eq!(
+        c.get(gw2.http_url("/docs")).send().await.unwrap().status(),
+        401
+    );
+}
