@@ -554,8 +554,8 @@ impl Config {
         fn auth(a: &ServiceAuth) -> Value {
             json!({
                 "service_name": a.service_name,
-                "gitlab_url": a.gitlab_url.as_ref().map(Url::as_str),
-                "customer_portal_url": a.customer_portal_url.as_ref().map(Url::as_str),
+                "gitlab_url": a.gitlab_url.as_ref().map(redact_url),
+                "customer_portal_url": a.customer_portal_url.as_ref().map(redact_url),
                 "offline_license": a.customer_portal_url.is_none(),
                 "bypass": a.bypass,
                 "bypass_with_header": a.bypass_with_header,
@@ -608,6 +608,15 @@ impl Config {
             "shutdown_grace_period_s": self.shutdown_grace.as_secs_f64(),
         })
     }
+}
+
+/// A URL safe to print: any user name and password removed.
+pub fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    // Both setters only fail for URLs that cannot carry credentials at all.
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.to_string()
 }
 
 fn path_setting(env: &Env, var: &'static str) -> Result<Option<String>, ConfigError> {

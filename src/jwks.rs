@@ -86,7 +86,7 @@ pub struct Issuer {
 impl Issuer {
     /// "GitLab" or "CustomersDot", plus the URL.
     pub fn describe(&self) -> String {
-        format!("{} ({})", self.label, self.base)
+        format!("{} ({})", self.label, crate::config::redact_url(&self.base))
     }
 
     pub fn keys(&self) -> Arc<Vec<VerifyKey>> {
@@ -251,7 +251,7 @@ impl JwksCache {
             .and_then(|u| discovery_url.join(&u).ok())
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| FetchError::NoJwksUri {
-                url: discovery_url.to_string(),
+                url: crate::config::redact_url(&discovery_url),
             })?;
         let set: JwkSet = get_json(&client, &jwks_uri).await?;
         let origin: Arc<str> = Arc::from(issuer.describe().as_str());
@@ -275,7 +275,7 @@ impl JwksCache {
             .collect();
         if keys.is_empty() {
             return Err(FetchError::NoKeys {
-                url: jwks_uri.to_string(),
+                url: crate::config::redact_url(&jwks_uri),
             });
         }
         Ok(keys)
@@ -330,7 +330,7 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
     url: &Url,
 ) -> Result<T, FetchError> {
     let http = |e: reqwest::Error| FetchError::Http {
-        url: url.to_string(),
+        url: crate::config::redact_url(url),
         message: error_chain(&e),
     };
     let mut resp = client
@@ -341,26 +341,26 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
         .map_err(http)?;
     if !resp.status().is_success() {
         return Err(FetchError::Status {
-            url: url.to_string(),
+            url: crate::config::redact_url(url),
             status: resp.status().as_u16(),
         });
     }
     if resp.content_length().is_some_and(|l| l > MAX_BODY as u64) {
         return Err(FetchError::TooLarge {
-            url: url.to_string(),
+            url: crate::config::redact_url(url),
         });
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(http)? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(FetchError::TooLarge {
-                url: url.to_string(),
+                url: crate::config::redact_url(url),
             });
         }
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|e| FetchError::Json {
-        url: url.to_string(),
+        url: crate::config::redact_url(url),
         message: e.to_string(),
     })
 }
@@ -375,4 +375,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        let url = Url::parse("https://user:s3cret@gitlab.example.com/gitlab/").unwrap();
+        assert_eq!(
+            crate::config::redact_url(&url),
+            "https://gitlab.example.com/gitlab/"
+        );
+        let url = Url::parse("https://gitlab.example.com:8443/").unwrap();
+        assert_eq!(
+            crate::config::redact_url(&url),
+            "https://gitlab.example.com:8443/"
+        );
+    }
 }

@@ -25,7 +25,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
 pub use error::ApiError;
 
@@ -72,10 +72,13 @@ pub fn router(mut state: HttpState, docs: &DocsSettings) -> Result<Router, Strin
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state.clone());
 
+    // Requested headers are mirrored, as Starlette does for `allow_headers=["*"]`:
+    // browsers never let a literal `*` cover `Authorization`, which every
+    // direct-connection call from a web IDE carries.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST])
-        .allow_headers(Any)
+        .allow_headers(AllowHeaders::mirror_request())
         .max_age(Duration::from_secs(600));
 
     Ok(api

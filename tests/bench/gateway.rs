@@ -63,6 +63,8 @@ struct Started {
 }
 
 /// Starts the gateway as systemd would and measures exec -> READY=1.
+// The child is handed to the caller, which kills and reaps it.
+#[allow(clippy::zombie_processes)]
 fn start(gitlab_url: &str) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
@@ -72,19 +74,15 @@ fn start(gitlab_url: &str) -> Started {
     let builder = GatewayBuilder::new()
         .gitlab(gitlab_url)
         .env("AIGW_LOGGING__LEVEL", "warn");
-    let mut cmd: Command = builder.command();
-    cmd.env("NOTIFY_SOCKET", &sock_path);
-    let mut cmd = {
-        // Same environment, but the binary under test.
-        let mut c = Command::new(bench_binary());
-        c.env_clear();
-        for (k, v) in cmd.get_envs() {
-            if let Some(v) = v {
-                c.env(k, v);
-            }
+    // The harness's environment, but the binary under test.
+    let template = builder.command();
+    let mut cmd = Command::new(bench_binary());
+    cmd.env_clear().env("NOTIFY_SOCKET", &sock_path);
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
         }
-        c
-    };
+    }
     let t0 = Instant::now();
     let child = cmd
         .stdout(Stdio::null())

@@ -617,6 +617,19 @@ impl Gateway {
         false
     }
 
+    /// [`Gateway::wait_for_log`] for async tests: sleeps on the runtime, so
+    /// loopback peers on a current-thread runtime (FakeGitLab) keep answering.
+    pub async fn wait_for_log_async(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
@@ -691,4 +704,24 @@ pub fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, contents).unwrap();
     p
+}
+
+impl Gateway {
+    /// [`Gateway::stop`] for async tests: waits on the runtime, so clients
+    /// living on a current-thread runtime (tonic channels answering the
+    /// server's GOAWAY ping, FakeGitLab) keep running during the drain.
+    pub async fn stop_async(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("gateway did not stop on SIGTERM; logs:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
