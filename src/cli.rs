@@ -5,7 +5,7 @@
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{CliOverrides, Config, Env};
 
@@ -34,6 +34,15 @@ pub enum Command {
     CheckConfig(ServeArgs),
     /// Write a new RSA 2048 signing key (PKCS#8 PEM, mode 0600).
     Keygen(KeygenArgs),
+    /// Print the man page (roff) generated from this command line definition.
+    #[command(hide = true)]
+    Manpage,
+    /// Print shell completions.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -109,6 +118,11 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&merge(&cli.serve, args)),
         Some(Command::CheckConfig(args)) => check_config(&merge(&cli.serve, args)),
         Some(Command::Keygen(args)) => keygen(&args),
+        Some(Command::Manpage) => manpage(),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "aigw", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -224,6 +238,17 @@ fn check_config(args: &ServeArgs) -> ExitCode {
             eprintln!("aigw: {p}");
         }
         ExitCode::FAILURE
+    }
+}
+
+/// Packaging: `aigw manpage > aigw.1`.
+fn manpage() -> ExitCode {
+    match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aigw: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
