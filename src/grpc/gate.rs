@@ -63,6 +63,26 @@ fn parse_code(v: &http::HeaderValue) -> Code {
         .unwrap_or(Code::Unknown)
 }
 
+/// tonic refuses a message over the size limit with `OUT_OF_RANGE`; gRPC
+/// core (upstream, Workhorse, Rails) uses `RESOURCE_EXHAUSTED`. Rewrites the
+/// status in `headers` (trailers, or the headers of a trailers-only response)
+/// and returns the final code.
+fn upstream_status(headers: &mut http::HeaderMap) -> Option<Code> {
+    let code = parse_code(headers.get("grpc-status")?);
+    // The message travels percent-encoded; let tonic decode it.
+    let too_large = code == Code::OutOfRange
+        && Status::from_header_map(headers)
+            .is_some_and(|s| s.message().contains("message length too large"));
+    if !too_large {
+        return Some(code);
+    }
+    headers.insert(
+        "grpc-status",
+        http::HeaderValue::from(Code::ResourceExhausted as i32),
+    );
+    Some(Code::ResourceExhausted)
+}
+
 impl<S, B> Service<http::Request<B>> for Gate<S>
 where
     S: Service<http::Request<B>, Response = Response> + Clone + Send + 'static,
@@ -120,10 +140,10 @@ where
                     return Ok(Status::unauthenticated(e.to_string()).into_http());
                 }
             }
-            let resp = inner.call(req).await?;
+            let mut resp = inner.call(req).await?;
             // A trailers-only response carries the status in its headers.
-            if let Some(v) = resp.headers().get("grpc-status") {
-                record(parse_code(v));
+            if let Some(code) = upstream_status(resp.headers_mut()) {
+                record(code);
                 return Ok(resp);
             }
             Ok(resp.map(|body| {
@@ -158,14 +178,10 @@ impl Body for ObservedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &mut polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame
-                    .trailers_ref()
-                    .and_then(|t| t.get("grpc-status"))
-                    .map(parse_code)
-                {
+                if let Some(code) = frame.trailers_mut().and_then(upstream_status) {
                     self.finish(code);
                 }
             }
@@ -189,5 +205,30 @@ impl Drop for ObservedBody {
     fn drop(&mut self) {
         // The client went away before the status was sent.
         self.finish(Code::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, message: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        Status::new(code, message).add_header(&mut h).unwrap();
+        h
+    }
+
+    #[test]
+    fn oversized_messages_report_resource_exhausted() {
+        let mut h = status(
+            Code::OutOfRange,
+            "Error, decoded message length too large: found 5242923 bytes, the limit is: 4194304 bytes",
+        );
+        assert_eq!(upstream_status(&mut h), Some(Code::ResourceExhausted));
+        assert_eq!(parse_code(&h["grpc-status"]), Code::ResourceExhausted);
+
+        let mut h = status(Code::OutOfRange, "something else");
+        assert_eq!(upstream_status(&mut h), Some(Code::OutOfRange));
+        assert_eq!(upstream_status(&mut http::HeaderMap::new()), None);
     }
 }

@@ -1,0 +1,321 @@
+//! The command line: --help, --version, check-config, keygen, and the ways a
+//! signing key reaches the process (file, systemd credential, escaped PEM).
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, process::Output};
+
+use aigw::grpc::proto::{GenerateTokenRequest, duo_workflow_client::DuoWorkflowClient};
+use common::*;
+use rsa::{RsaPrivateKey, pkcs8::DecodePrivateKey, traits::PublicKeyParts};
+use serde_json::Value;
+
+fn run(cmd: &mut std::process::Command) -> Output {
+    cmd.output().expect("run aigw")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The base64 lines of a PEM (what must never be printed).
+fn pem_body_lines(pem: &str) -> Vec<&str> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect()
+}
+
+#[test]
+fn help_lists_the_environment_variables() {
+    let out = run(aigw_command().arg("--help"));
+    assert!(out.status.success(), "{out:?}");
+    let help = text(&out.stdout);
+    for var in [
+        "AIGW_FASTAPI__API_HOST",
+        "AIGW_FASTAPI__API_PORT",
+        "DUO_WORKFLOW_SERVICE_HOST",
+        "DUO_WORKFLOW_SERVICE_PORT",
+        "AIGW_FASTAPI__METRICS_PORT",
+        "PROMETHEUS_METRICS__PORT",
+        "AIGW_LOGGING__LEVEL",
+        "AIGW_SHUTDOWN_GRACE_PERIOD_S",
+    ] {
+        assert!(help.contains(var), "--help does not mention {var}:\n{help}");
+    }
+    for sub in ["serve", "check-config", "keygen"] {
+        assert!(help.contains(sub), "--help does not list {sub}:\n{help}");
+    }
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = run(aigw_command().arg("--version"));
+    assert!(out.status.success(), "{out:?}");
+    let v = text(&out.stdout);
+    assert_eq!(v.trim(), format!("aigw {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_config_prints_the_redacted_configuration() {
+    let out = run(&mut GatewayBuilder::new().arg("check-config").command());
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("check-config prints JSON");
+    assert_eq!(report["valid"], true, "{report:#}");
+    assert_eq!(report["errors"], serde_json::json!([]));
+    assert_eq!(report["http"]["listen"], "127.0.0.1:0");
+    let signing = report["gateway_auth"]["signing_key"].as_str().unwrap();
+    assert!(signing.contains("redacted"), "{signing}");
+    assert!(
+        signing.contains("AIGW_SELF_SIGNED_JWT__SIGNING_KEY"),
+        "{signing}"
+    );
+    let workflow = report["workflow_auth"]["signing_key"].as_str().unwrap();
+    assert!(workflow.contains("redacted"), "{workflow}");
+    for line in pem_body_lines(&signing_key().pem) {
+        assert!(!stdout.contains(line), "PEM printed:\n{stdout}");
+        assert!(!stderr.contains(line), "PEM printed:\n{stderr}");
+    }
+    assert!(!stdout.contains("PRIVATE KEY"), "{stdout}");
+}
+
+#[test]
+fn check_config_names_a_bad_variable() {
+    let out = run(&mut GatewayBuilder::new()
+        .env("AIGW_FASTAPI__API_PORT", "abc")
+        .arg("check-config")
+        .command());
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("AIGW_FASTAPI__API_PORT"), "{stderr}");
+    assert!(stderr.contains("abc"), "{stderr}");
+
+    // Serving refuses the same way, before binding anything.
+    let out = run(&mut GatewayBuilder::new()
+        .env("AIGW_FASTAPI__API_PORT", "abc")
+        .command());
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("AIGW_FASTAPI__API_PORT"));
+}
+
+#[test]
+fn check_config_names_a_missing_ca_file() {
+    let out = run(&mut GatewayBuilder::new()
+        .env("REQUESTS_CA_BUNDLE", "/nonexistent/aigw/ca.pem")
+        .arg("check-config")
+        .command());
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("/nonexistent/aigw/ca.pem"), "{stderr}");
+    assert!(stderr.contains("REQUESTS_CA_BUNDLE"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    let errors = report["errors"].to_string();
+    assert!(errors.contains("/nonexistent/aigw/ca.pem"), "{errors}");
+}
+
+#[test]
+fn check_config_reports_a_broken_key_file_without_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "Z2FyYmFnZSBnYXJiYWdlIGdhcmJhZ2UgZ2FyYmFnZQ";
+    let path = temp_file(
+        dir.path(),
+        "broken.pem",
+        &format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"),
+    );
+    let out = run(&mut GatewayBuilder::new()
+        .unset("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY")
+        .env(
+            "DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY_FILE",
+            path.to_str().unwrap(),
+        )
+        .arg("check-config")
+        .command());
+    assert!(!out.status.success(), "{out:?}");
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("broken.pem"), "{all}");
+    assert!(!all.contains(body), "{all}");
+}
+
+/// The RFC 7638 thumbprint of a PEM key, as the gateway uses for `kid`.
+fn kid_of(pem: &str) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let key = RsaPrivateKey::from_pkcs8_pem(pem).expect("PKCS#8 PEM");
+    let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
+    let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+    let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        canonical.as_bytes(),
+    ))
+}
+
+fn verifies_with_pem(token: &str, pem: &str, audience: &str) -> bool {
+    let key = RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_components(
+        &URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+        &URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[audience]);
+    jsonwebtoken::decode::<Value>(token, &decoding, &validation).is_ok()
+}
+
+/// A workflow token minted by a gateway whose Duo Workflow auth is disabled.
+async fn workflow_token(gw: &Gateway) -> String {
+    let mut client = DuoWorkflowClient::connect(gw.grpc_url()).await.unwrap();
+    let mut req = tonic::Request::new(GenerateTokenRequest::default());
+    req.metadata_mut()
+        .insert("x-gitlab-global-user-id", "user-1".parse().unwrap());
+    client.generate_token(req).await.unwrap().into_inner().token
+}
+
+/// The "token signing key loaded" log line of `service`.
+fn key_loaded_line(gw: &Gateway, service: &str) -> Value {
+    gw.logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "token signing key loaded" && v["service"] == service)
+        .unwrap_or_else(|| panic!("no key line for {service}:\n{}", gw.logs()))
+}
+
+#[tokio::test]
+async fn keygen_writes_a_private_usable_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dws.pem");
+    let out = run(aigw_command().arg("keygen").arg(&path));
+    assert!(out.status.success(), "{out:?}");
+    let pem = std::fs::read_to_string(&path).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    let key = RsaPrivateKey::from_pkcs8_pem(&pem).expect("PKCS#8");
+    assert_eq!(key.size() * 8, 2048);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    // The key itself is not printed.
+    for line in pem_body_lines(&pem) {
+        assert!(!text(&out.stdout).contains(line) && !text(&out.stderr).contains(line));
+    }
+
+    // No silent overwrite.
+    let out = run(aigw_command().arg("keygen").arg(&path));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("dws.pem"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), pem);
+
+    // --force replaces it, and a file that was readable becomes private.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(aigw_command().arg("keygen").arg("--force").arg(&path));
+    assert!(out.status.success(), "{out:?}");
+    let new_pem = std::fs::read_to_string(&path).unwrap();
+    assert_ne!(new_pem, pem);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+
+    // The key works as the Duo Workflow signing key file.
+    let gw = GatewayBuilder::new()
+        .unset("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY")
+        .env(
+            "DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY_FILE",
+            path.to_str().unwrap(),
+        )
+        .env("DUO_WORKFLOW_AUTH__ENABLED", "false")
+        .start();
+    let line = key_loaded_line(&gw, "Duo Workflow");
+    assert!(
+        line["origin"].as_str().unwrap().contains("dws.pem"),
+        "{line}"
+    );
+    let token = workflow_token(&gw).await;
+    assert_eq!(jwt_header(&token)["kid"], kid_of(&new_pem).as_str());
+    assert!(verifies_with_pem(&token, &new_pem, WORKFLOW_AUD));
+    assert!(gw.stop_async().await.success());
+}
+
+#[tokio::test]
+async fn keys_delivered_as_systemd_credentials_are_used() {
+    let creds = tempfile::tempdir().unwrap();
+    temp_file(creds.path(), "duo_workflow_signing_key", &other_key().pem);
+    temp_file(creds.path(), "aigw_signing_key", &other_key().pem);
+    let gw = GatewayBuilder::new()
+        .unset("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY")
+        .unset("AIGW_SELF_SIGNED_JWT__SIGNING_KEY")
+        .env("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())
+        .env("DUO_WORKFLOW_AUTH__ENABLED", "false")
+        .start();
+    for service in ["Duo Workflow", "AI Gateway"] {
+        let line = key_loaded_line(&gw, service);
+        assert!(
+            line["origin"]
+                .as_str()
+                .unwrap()
+                .contains("systemd credential"),
+            "{line}"
+        );
+    }
+    let token = workflow_token(&gw).await;
+    assert_eq!(jwt_header(&token)["kid"], other_key().kid.as_str());
+    assert!(gw.stop_async().await.success());
+
+    // An explicit variable wins over the credential.
+    let gw = GatewayBuilder::new()
+        .env("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())
+        .env("DUO_WORKFLOW_AUTH__ENABLED", "false")
+        .start();
+    let line = key_loaded_line(&gw, "Duo Workflow");
+    assert!(
+        line["origin"]
+            .as_str()
+            .unwrap()
+            .contains("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY"),
+        "{line}"
+    );
+    let token = workflow_token(&gw).await;
+    assert_eq!(jwt_header(&token)["kid"], signing_key().kid.as_str());
+    assert!(gw.stop_async().await.success());
+}
+
+#[tokio::test]
+async fn pem_with_escaped_newlines_is_accepted() {
+    // As written in .env files: one line, literal "\n", optionally quoted.
+    let escaped = signing_key().pem.trim_end().replace('\n', "\\n");
+    assert!(!escaped.contains('\n'));
+    let gw = GatewayBuilder::new()
+        .env("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY", &escaped)
+        .env(
+            "AIGW_SELF_SIGNED_JWT__SIGNING_KEY",
+            &format!("\"{escaped}\""),
+        )
+        .env("DUO_WORKFLOW_AUTH__ENABLED", "false")
+        .env("AIGW_AUTH__BYPASS_EXTERNAL", "true")
+        .start();
+    let token = workflow_token(&gw).await;
+    assert_eq!(jwt_header(&token)["kid"], signing_key().kid.as_str());
+    assert!(verifies_with_pem(&token, &signing_key().pem, WORKFLOW_AUD));
+
+    let resp = client()
+        .post(gw.http_url("/v1/code/user_access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let minted = body["token"].as_str().unwrap();
+    assert_eq!(jwt_header(minted)["kid"], signing_key().kid.as_str());
+    assert!(verifies_with_pem(minted, &signing_key().pem, GATEWAY_AUD));
+    assert!(!gw.logs().contains(pem_body_lines(&signing_key().pem)[1]));
+    assert!(gw.stop_async().await.success());
+}
+
+#[test]
+fn check_config_accepts_escaped_pem_too() {
+    let escaped = signing_key().pem.trim_end().replace('\n', "\\n");
+    let out = run(&mut GatewayBuilder::new()
+        .env("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY", &escaped)
+        .arg("check-config")
+        .command());
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains(&escaped[40..80]), "{stdout}");
+}
