@@ -199,6 +199,25 @@ pub struct MetricsConfig {
     pub workflow: Option<SocketAddr>,
 }
 
+/// Self-hosted model settings (`AIGW_CUSTOM_MODELS__*`, `AIGW_DUO_CHAT__*`, `AIGW_MTLS__*`).
+#[derive(Clone, Debug)]
+pub struct ModelsConfig {
+    /// Requests may name their own model endpoint and key (required for self-hosted).
+    pub custom_models_enabled: bool,
+    /// Call models without streaming even when the client streams.
+    pub disable_streaming: bool,
+    /// Extra HTTP headers sent to every model endpoint.
+    pub extra_headers: BTreeMap<String, String>,
+    /// Default bound on a model call's wait (headers, and between streamed chunks).
+    pub request_timeout: Duration,
+    /// Bound on a code suggestion's model call (`AIGW_CODE_SUGGESTIONS__MODEL_REQUEST_TIMEOUT`, ours; 60 s as upstream's prompts).
+    pub suggestions_timeout: Duration,
+    /// Overrides `max_tokens` of Duo Chat prompts.
+    pub chat_max_tokens: Option<u32>,
+    /// Client certificate and key files for model endpoints.
+    pub mtls: Option<TlsFiles>,
+}
+
 #[derive(Clone, Debug)]
 pub struct LoggingConfig {
     /// A tracing filter directive, e.g. `info` or `aigw=debug,info`.
@@ -215,6 +234,7 @@ pub struct Config {
     pub gateway_auth: ServiceAuth,
     pub workflow_auth: ServiceAuth,
     pub ca: CaSelection,
+    pub models: ModelsConfig,
     pub logging: LoggingConfig,
     pub shutdown_grace: Duration,
     pub dev_ephemeral_keys: bool,
@@ -532,7 +552,10 @@ impl Config {
             ));
         }
 
+        let models = models_config(env)?;
+
         Ok(Config {
+            models,
             http,
             grpc,
             metrics: MetricsConfig {
@@ -604,10 +627,75 @@ impl Config {
             "gateway_auth": auth(&self.gateway_auth),
             "workflow_auth": auth(&self.workflow_auth),
             "ca_bundle": ca,
+            "models": {
+                "custom_models_enabled": self.models.custom_models_enabled,
+                "disable_streaming": self.models.disable_streaming,
+                "extra_headers": self.models.extra_headers.keys().collect::<Vec<_>>(),
+                "request_timeout_s": self.models.request_timeout.as_secs_f64(),
+                "suggestions_timeout_s": self.models.suggestions_timeout.as_secs_f64(),
+                "chat_max_tokens": self.models.chat_max_tokens,
+                "mtls": tls(&self.models.mtls),
+            },
             "logging": {"level": self.logging.level, "json": self.logging.json},
             "shutdown_grace_period_s": self.shutdown_grace.as_secs_f64(),
         })
     }
+}
+
+fn models_config(env: &Env) -> Result<ModelsConfig, ConfigError> {
+    const HEADERS: &str = "AIGW_CUSTOM_MODELS__EXTRA_HEADERS";
+    let extra_headers = match env.get(HEADERS) {
+        None => BTreeMap::new(),
+        Some(v) => {
+            let parsed: BTreeMap<String, Value> = serde_json::from_str(v).map_err(|_| {
+                invalid(
+                    HEADERS,
+                    "<redacted>",
+                    "expected a JSON object of header names to values",
+                )
+            })?;
+            parsed
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    other => Ok((k, other.to_string())),
+                })
+                .collect::<Result<_, ConfigError>>()?
+        }
+    };
+    let seconds = |var: &'static str, default: f64| match env.get(var) {
+        None => Ok(default),
+        Some(v) => match v.parse::<f64>() {
+            Ok(t) if t > 0.0 && t <= 3600.0 => Ok(t),
+            _ => Err(invalid(var, v, "expected seconds greater than 0, e.g. 30")),
+        },
+    };
+    let request_timeout = seconds("AIGW_DUO_CHAT__MODEL_REQUEST_TIMEOUT", 30.0)?;
+    let suggestions_timeout = seconds("AIGW_CODE_SUGGESTIONS__MODEL_REQUEST_TIMEOUT", 60.0)?;
+    const MAX_TOKENS: &str = "AIGW_DUO_CHAT__MAX_TOKENS";
+    let chat_max_tokens = match env.get(MAX_TOKENS) {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(MAX_TOKENS, v, "expected a positive number of tokens"))?,
+        ),
+    };
+    Ok(ModelsConfig {
+        custom_models_enabled: parse_bool(env, "AIGW_CUSTOM_MODELS__ENABLED", false)?,
+        disable_streaming: parse_bool(env, "AIGW_CUSTOM_MODELS__DISABLE_STREAMING", false)?,
+        extra_headers,
+        request_timeout: Duration::from_secs_f64(request_timeout),
+        suggestions_timeout: Duration::from_secs_f64(suggestions_timeout),
+        chat_max_tokens,
+        mtls: tls_files(
+            env,
+            "AIGW_MTLS__ENABLED",
+            "AIGW_MTLS__CERT_FILE",
+            "AIGW_MTLS__KEY_FILE",
+        )?,
+    })
 }
 
 /// A URL safe to print: any user name and password removed.

@@ -25,6 +25,7 @@ pub struct GatewayMetrics {
     pub registry: Registry,
     pub request_duration: HistogramVec,
     pub requests: CounterVec,
+    pub models: ModelMetrics,
 }
 
 impl GatewayMetrics {
@@ -47,10 +48,12 @@ impl GatewayMetrics {
         )?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(requests.clone()))?;
+        let models = ModelMetrics::new(&registry)?;
         Ok(Self {
             registry,
             request_duration,
             requests,
+            models,
         })
     }
 
@@ -73,6 +76,138 @@ fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+/// Model call metrics (upstream names), labelled by engine, family and endpoint
+/// host: never by user, key or prompt.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub inferences: CounterVec,
+    pub duration: HistogramVec,
+    pub input_tokens: CounterVec,
+    pub output_tokens: CounterVec,
+    pub total_tokens: CounterVec,
+    pub in_flight: prometheus::IntGaugeVec,
+}
+
+/// Labels of one model call.
+#[derive(Clone, Debug)]
+pub struct ModelCallLabels {
+    pub engine: String,
+    pub family: String,
+    pub endpoint: String,
+    pub feature_category: &'static str,
+    pub unit_primitive: &'static str,
+    pub streaming: bool,
+}
+
+impl ModelMetrics {
+    /// Registers the model metrics in `registry`.
+    pub fn new(registry: &Registry) -> MetricsResult<Self> {
+        let call = [
+            "model_engine",
+            "model_name",
+            "endpoint",
+            "error",
+            "error_type",
+            "streaming",
+            "feature_category",
+            "unit_primitive",
+            "finish_reason",
+        ];
+        let inferences = CounterVec::new(
+            Opts::new("model_inferences_total", "Model calls by outcome."),
+            &call,
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "inference_request_duration_seconds",
+                "Duration of model calls (streams: until the last chunk).",
+            )
+            .buckets(HTTP_BUCKETS.to_vec()),
+            &["model_engine", "model_name", "endpoint", "streaming"],
+        )?;
+        let tokens = |name: &str, help: &str| {
+            CounterVec::new(
+                Opts::new(name, help),
+                &["model_engine", "model_name", "endpoint"],
+            )
+        };
+        let input_tokens = tokens(
+            "inference_input_tokens",
+            "Input tokens reported by model servers.",
+        )?;
+        let output_tokens = tokens(
+            "inference_output_tokens",
+            "Output tokens reported by model servers.",
+        )?;
+        let total_tokens = tokens(
+            "inference_total_tokens",
+            "Input plus output tokens reported by model servers.",
+        )?;
+        let in_flight = prometheus::IntGaugeVec::new(
+            Opts::new("model_inferences_in_flight", "Model calls in progress."),
+            &["model_engine", "model_name"],
+        )?;
+        for c in [&inferences, &input_tokens, &output_tokens, &total_tokens] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(Self {
+            inferences,
+            duration,
+            input_tokens,
+            output_tokens,
+            total_tokens,
+            in_flight,
+        })
+    }
+
+    /// Records a finished call. `error_type` is `None` on success.
+    pub fn observe(
+        &self,
+        l: &ModelCallLabels,
+        error_type: Option<&str>,
+        finish_reason: Option<&str>,
+        usage: Option<(u64, u64)>,
+        seconds: f64,
+    ) {
+        let streaming = if l.streaming { "yes" } else { "no" };
+        self.inferences
+            .with_label_values(&[
+                l.engine.as_str(),
+                l.family.as_str(),
+                l.endpoint.as_str(),
+                if error_type.is_some() { "yes" } else { "no" },
+                error_type.unwrap_or("none"),
+                streaming,
+                l.feature_category,
+                l.unit_primitive,
+                finish_reason.unwrap_or("unknown"),
+            ])
+            .inc();
+        self.duration
+            .with_label_values(&[
+                l.engine.as_str(),
+                l.family.as_str(),
+                l.endpoint.as_str(),
+                streaming,
+            ])
+            .observe(seconds);
+        if let Some((input, output)) = usage {
+            let labels = [l.engine.as_str(), l.family.as_str(), l.endpoint.as_str()];
+            self.input_tokens
+                .with_label_values(&labels)
+                .inc_by(input as f64);
+            self.output_tokens
+                .with_label_values(&labels)
+                .inc_by(output as f64);
+            self.total_tokens
+                .with_label_values(&labels)
+                .inc_by((input + output) as f64);
+        }
     }
 }
 

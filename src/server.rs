@@ -28,6 +28,10 @@ use crate::{
     keys::LocalKeys,
     listener::{self, Protocol},
     metrics::{self, GatewayMetrics, WorkflowMetrics},
+    models::{
+        openai::{self, OpenAiCompatible},
+        service::{ModelService, ModelSettings},
+    },
     systemd,
     tls::{self, ReloadableCert},
     tokens::TokenAuthority,
@@ -57,6 +61,7 @@ pub enum StartupError {
 struct Reloadable {
     config: Config,
     jwks: Arc<JwksCache>,
+    model_provider: Arc<OpenAiCompatible>,
     gateway_auth: Arc<Authenticator>,
     workflow_auth: Arc<Authenticator>,
     gateway_tokens: Arc<TokenAuthority>,
@@ -119,6 +124,26 @@ fn cert_for(
             f, cert_var, key_var,
         )?))),
     }
+}
+
+/// The client certificate for model endpoints (`AIGW_MTLS__*`), if configured.
+fn load_client_cert(config: &Config) -> Result<Option<openai::ClientCert>, StartupError> {
+    let Some(files) = &config.models.mtls else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, var: &'static str| {
+        std::fs::read(path).map_err(|e| {
+            StartupError::Tls(tls::TlsError::File {
+                var,
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+        })
+    };
+    Ok(Some(openai::ClientCert {
+        cert_pem: read(&files.cert_file, "AIGW_MTLS__CERT_FILE")?,
+        key_pem: read(&files.key_file, "AIGW_MTLS__KEY_FILE")?,
+    }))
 }
 
 fn issuer_urls(auth: &ServiceAuth) -> Vec<(&'static str, Url)> {
@@ -241,6 +266,27 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     ));
 
     let gateway_metrics = GatewayMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
+    let client_cert = load_client_cert(&config)?;
+    let model_client =
+        openai::http_client(&trust, client_cert.as_ref()).map_err(StartupError::Setup)?;
+    let model_provider = Arc::new(
+        OpenAiCompatible::new(model_client, &config.models.extra_headers)
+            .map_err(StartupError::Setup)?,
+    );
+    let models = Arc::new(ModelService::new(
+        model_provider.clone(),
+        gateway_metrics.models.clone(),
+        ModelSettings {
+            custom_models_enabled: config.models.custom_models_enabled,
+            disable_streaming: config.models.disable_streaming,
+            suggestions_timeout: config.models.suggestions_timeout,
+        },
+    ));
+    if !config.models.custom_models_enabled {
+        tracing::warn!(
+            "AIGW_CUSTOM_MODELS__ENABLED is not true: requests naming a self-hosted model endpoint are refused"
+        );
+    }
     let workflow_metrics =
         WorkflowMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
     let health = Arc::new(Health::new(warnings));
@@ -252,6 +298,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             tokens: gateway_tokens.clone(),
             metrics: gateway_metrics.clone(),
             health: health.clone(),
+            models,
             public_paths: Arc::default(),
         },
         &DocsSettings {
@@ -393,6 +440,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let reloadable = Reloadable {
         config,
         jwks,
+        model_provider,
         gateway_auth,
         workflow_auth,
         gateway_tokens,
@@ -466,13 +514,23 @@ impl Reloadable {
     fn reload(&self) {
         let c = &self.config;
         match TrustStore::load(&c.ca) {
-            Ok(trust) => match crate::jwks::http_client(&trust, &JwksTiming::default()) {
-                Ok(client) => {
-                    self.jwks.set_client(client);
-                    tracing::info!(source = %trust.source(), anchors = trust.len(), "reload: trust store replaced");
+            Ok(trust) => {
+                let clients =
+                    crate::jwks::http_client(&trust, &JwksTiming::default()).and_then(|jwks| {
+                        let cert = load_client_cert(c).map_err(|e| e.to_string())?;
+                        Ok((jwks, openai::http_client(&trust, cert.as_ref())?))
+                    });
+                match clients {
+                    Ok((jwks, models)) => {
+                        self.jwks.set_client(jwks);
+                        self.model_provider.set_client(models);
+                        tracing::info!(source = %trust.source(), anchors = trust.len(), "reload: trust store replaced");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload: keeping the previous trust store")
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "reload: keeping the previous trust store"),
-            },
+            }
             Err(e) => tracing::error!(error = %e, "reload: keeping the previous trust store"),
         }
         let dev = c.dev_ephemeral_keys;

@@ -9,7 +9,10 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::auth::AuthError;
+use crate::{
+    auth::AuthError,
+    models::{ModelError, TargetError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,6 +26,17 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Internal(&'static str),
+    /// The request body does not match the schema (FastAPI answers 422).
+    #[error("{0}")]
+    Validation(String),
+    /// The request's model cannot be used (unknown family, disabled, unsupported).
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The model server failed; the message names its host, never its key.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("Request body too large")]
+    PayloadTooLarge,
 }
 
 impl ApiError {
@@ -33,6 +47,13 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Validation(_) | ApiError::Target(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Model(ModelError::Status { status: 429, .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Model(ModelError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Model(_) => StatusCode::BAD_GATEWAY,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }
@@ -42,8 +63,24 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = match &self {
             ApiError::Unauthorized(e) => json!({ "error": e.to_string() }),
+            ApiError::Model(ModelError::Status { status: 429, .. }) => {
+                json!({ "detail": "Too many requests. Please try again later." })
+            }
             other => json!({ "detail": other.to_string() }),
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::Model(ModelError::Status {
+            retry_after: Some(v),
+            ..
+        }) = &self
+            && let Ok(v) = axum::http::HeaderValue::from_str(v)
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        if matches!(self, ApiError::Model(_)) {
+            tracing::warn!(error = %self, "model call failed");
+        }
+        resp
     }
 }

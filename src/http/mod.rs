@@ -6,6 +6,7 @@
 //! documented `{"error":"No authorization header presented"}`. Handlers are
 //! thin and call into `tokens`, `auth` and (later) the model layer.
 
+mod completions;
 mod docs;
 mod error;
 mod monitoring;
@@ -29,7 +30,13 @@ use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
 pub use error::ApiError;
 
-use crate::{auth::Authenticator, health::Health, metrics::GatewayMetrics, tokens::TokenAuthority};
+use crate::{
+    auth::Authenticator, health::Health, metrics::GatewayMetrics, models::service::ModelService,
+    tokens::TokenAuthority,
+};
+
+/// Request bodies above this are refused before they are read in full.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Paths answered without authentication (upstream's skip list).
 const PUBLIC_PATHS: &[&str] = &[
@@ -46,6 +53,7 @@ pub struct HttpState {
     pub tokens: Arc<TokenAuthority>,
     pub metrics: GatewayMetrics,
     pub health: Arc<Health>,
+    pub models: Arc<ModelService>,
     /// Extra public paths (the API docs, when enabled).
     pub public_paths: Arc<Vec<String>>,
 }
@@ -67,6 +75,8 @@ pub fn router(mut state: HttpState, docs: &DocsSettings) -> Result<Router, Strin
         .route("/monitoring/healthz", get(monitoring::healthz))
         .route("/monitoring/ready", get(monitoring::ready))
         .route("/v1/code/user_access_token", post(token::user_access_token))
+        .route("/v2/code/completions", post(completions::code_completions))
+        .route("/v2/completions", post(completions::code_completions))
         .merge(docs_router)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -103,6 +113,35 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
             ApiError::Unauthorized(e).into_response()
         }
     }
+}
+
+/// Parses a JSON body; every failure is a 422 `{"detail": ...}` (or 413).
+/// Quoted values are cut from parser messages: they could carry an API key.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::Validation("could not read the request body".into())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let mut msg = String::new();
+        let mut quoted = false;
+        for ch in e.to_string().chars() {
+            if ch == '"' {
+                if !quoted {
+                    msg.push_str("\"...\"");
+                }
+                quoted = !quoted;
+            } else if !quoted {
+                msg.push(ch);
+            }
+        }
+        ApiError::Validation(format!("Validation error: {msg}"))
+    })
 }
 
 /// A usable incoming request id, or a fresh one.

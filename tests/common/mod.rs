@@ -725,3 +725,77 @@ impl Gateway {
         }
     }
 }
+
+/// The `aigw-mock-model` binary: an OpenAI-compatible model server on loopback.
+pub struct MockModel {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl MockModel {
+    /// Starts the mock with extra CLI flags (e.g. `--inter-token-ms 50`).
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aigw-mock-model"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn aigw-mock-model");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(line.trim()).expect("mock's listening line");
+        let addr = v["listening"].as_str().unwrap().parse().unwrap();
+        Self { child, addr }
+    }
+
+    /// The endpoint as an administrator configures it in GitLab (with `/v1`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Requests the mock received (method, path, headers, body).
+    pub async fn requests(&self) -> Vec<Value> {
+        client()
+            .get(format!("http://{}/_mock/requests", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stats(&self) -> Value {
+        client()
+            .get(format!("http://{}/_mock/stats", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for MockModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gateway with self-hosted models enabled, trusting `gitlab`'s keys.
+pub async fn gateway_with_models(gitlab: &FakeGitLab, extra: &[(&str, &str)]) -> (Gateway, String) {
+    let mut b = GatewayBuilder::new()
+        .gitlab(&gitlab.url)
+        .env("AIGW_CUSTOM_MODELS__ENABLED", "true");
+    for (k, v) in extra {
+        b = b.env(k, v);
+    }
+    let gw = b.start();
+    let token = gitlab_key().rails_token(json!({}));
+    wait_until_accepted(&gw, &token).await;
+    (gw, token)
+}

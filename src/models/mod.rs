@@ -1,0 +1,196 @@
+//! The model seam: one trait for chat and text completions (plain and
+//! streaming, with tool calls), and the domain types every feature uses.
+//!
+//! Features (code suggestions, chat, prompts) build a [`ChatRequest`] and hand
+//! it, with a resolved [`ModelTarget`], to a [`ModelProvider`]. Wire formats of
+//! model servers stay inside the provider implementations (`openai`). Nothing
+//! here knows about HTTP routes or GitLab's request shapes.
+
+pub mod catalog;
+pub mod openai;
+pub mod service;
+pub mod target;
+
+use std::{pin::Pin, time::Duration};
+
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+pub use catalog::Family;
+pub use target::{ModelTarget, TargetError};
+
+/// Who said a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// A tool the model may call (OpenAI function-tool shape, JSON Schema parameters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// A tool call the model asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// JSON text, as the model produced it.
+    pub arguments: String,
+}
+
+/// What to ask the model. Sampling fields left `None` use the server's defaults.
+#[derive(Clone, Debug)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub tools: Vec<ToolSpec>,
+    /// Bound on the wait for the response headers and between streamed chunks.
+    pub timeout: Duration,
+}
+
+impl ChatRequest {
+    pub fn new(messages: Vec<Message>, timeout: Duration) -> Self {
+        Self {
+            messages,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            stop: Vec::new(),
+            tools: Vec::new(),
+            timeout,
+        }
+    }
+}
+
+/// A text-completion request (`/completions`): prompt, optional suffix.
+#[derive(Clone, Debug)]
+pub struct TextRequest {
+    pub prompt: String,
+    pub suffix: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// Tokens the model server reports having used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// A finished, non-streamed answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+/// One event of a streamed answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// New text (may be empty).
+    Text(String),
+    /// A tool call, complete (the provider assembles streamed fragments).
+    ToolCall(ToolCall),
+    /// The end: why it stopped and what it cost, when the server says.
+    Done {
+        finish_reason: Option<String>,
+        usage: Option<Usage>,
+    },
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ModelError>> + Send>>;
+
+/// A failure talking to a model server. Never carries the API key.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot connect to the model endpoint {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("the model endpoint {endpoint} did not answer within {seconds} s")]
+    Timeout { endpoint: String, seconds: f64 },
+    #[error("the model endpoint {endpoint} answered HTTP {status}: {message}")]
+    Status {
+        endpoint: String,
+        status: u16,
+        message: String,
+        retry_after: Option<String>,
+    },
+    #[error("the model endpoint {endpoint} sent an invalid response: {message}")]
+    InvalidResponse { endpoint: String, message: String },
+    #[error("the model stream from {endpoint} broke off: {message}")]
+    StreamBroken { endpoint: String, message: String },
+}
+
+impl ModelError {
+    /// A short label for metrics (`error_type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelError::Connect { .. } => "connection_error",
+            ModelError::Timeout { .. } => "timeout",
+            ModelError::Status { status: 429, .. } => "overloaded",
+            ModelError::Status { status: 400, .. } => "http_400",
+            ModelError::Status {
+                status: 401 | 403, ..
+            } => "permission_error",
+            ModelError::Status { status: 503, .. } => "service_unavailable",
+            ModelError::Status { .. } => "other",
+            ModelError::InvalidResponse { .. } | ModelError::StreamBroken { .. } => "other",
+        }
+    }
+}
+
+/// The one seam between features and model servers.
+#[async_trait::async_trait]
+pub trait ModelProvider: Send + Sync {
+    /// A chat completion, answered in one piece.
+    async fn chat(
+        &self,
+        target: &ModelTarget,
+        request: &ChatRequest,
+    ) -> Result<Completion, ModelError>;
+
+    /// A chat completion, streamed. Dropping the stream cancels the upstream request.
+    async fn chat_stream(
+        &self,
+        target: &ModelTarget,
+        request: &ChatRequest,
+    ) -> Result<EventStream, ModelError>;
+
+    /// A text completion (prompt + optional suffix), answered in one piece.
+    async fn text(
+        &self,
+        target: &ModelTarget,
+        request: &TextRequest,
+    ) -> Result<Completion, ModelError>;
+}

@@ -1,0 +1,636 @@
+//! OpenAI-compatible model servers (vLLM, Ollama's `/v1`, LiteLLM proxy, TGI,
+//! llama.cpp server...): `POST {api_base}/chat/completions` and
+//! `POST {api_base}/completions`, plain or streamed as server-sent events.
+//!
+//! One pooled HTTP/1.1 + HTTP/2 client over the process trust store (and an
+//! optional client certificate) serves every target. Connection failures are
+//! retried a little; nothing else is, because a model call is not idempotent
+//! in cost. Every wait is bounded by the request's timeout. Dropping a stream
+//! drops the upstream connection, which cancels the generation.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use eventsource_stream::Eventsource;
+use futures_util::{StreamExt, stream};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::{
+    ChatRequest, Completion, EventStream, Message, ModelError, ModelProvider, Role, StreamEvent,
+    TextRequest, ToolCall, Usage,
+    target::{Api, ModelTarget},
+};
+use crate::trust::TrustStore;
+
+/// Connect attempts for one call (first try + retries), connection errors only.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// Largest non-streamed response body accepted.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Largest error body read for a message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Optional client certificate for model endpoints (`AIGW_MTLS__*`).
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+/// Builds the pooled client used for every model call.
+pub fn http_client(
+    trust: &TrustStore,
+    cert: Option<&ClientCert>,
+) -> Result<reqwest::Client, String> {
+    crate::tls::install_crypto_provider();
+    let certs = trust
+        .certificates()
+        .iter()
+        .filter_map(|c| reqwest::Certificate::from_der(c.as_ref()).ok());
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only(certs)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("aigw/", env!("CARGO_PKG_VERSION")));
+    if let Some(c) = cert {
+        let mut pem = c.cert_pem.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(&c.key_pem);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| format!("AIGW_MTLS__CERT_FILE/AIGW_MTLS__KEY_FILE: {e}"))?;
+        builder = builder.identity(identity);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the model HTTP client: {e}"))
+}
+
+/// The OpenAI-compatible provider.
+pub struct OpenAiCompatible {
+    client: ArcSwap<reqwest::Client>,
+    extra_headers: HeaderMap,
+}
+
+impl OpenAiCompatible {
+    /// `extra_headers`: `AIGW_CUSTOM_MODELS__EXTRA_HEADERS`, sent on every call.
+    pub fn new(
+        client: reqwest::Client,
+        extra_headers: &BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in extra_headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                format!("AIGW_CUSTOM_MODELS__EXTRA_HEADERS: invalid header name {k:?}")
+            })?;
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                format!("AIGW_CUSTOM_MODELS__EXTRA_HEADERS: invalid value for {k:?}")
+            })?;
+            headers.insert(name, value);
+        }
+        Ok(Self {
+            client: ArcSwap::from_pointee(client),
+            extra_headers: headers,
+        })
+    }
+
+    /// Replaces the HTTP client (new trust store after SIGHUP).
+    pub fn set_client(&self, client: reqwest::Client) {
+        self.client.store(Arc::new(client));
+    }
+
+    /// POSTs `body`, retrying connection failures; non-2xx becomes `ModelError::Status`.
+    async fn post(
+        &self,
+        target: &ModelTarget,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ModelError> {
+        let url = format!("{}/{path}", target.api_base.as_str().trim_end_matches('/'));
+        let endpoint = target.endpoint_host();
+        let client = self.client.load_full();
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let request = client
+                .post(&url)
+                .headers(self.extra_headers.clone())
+                .bearer_auth(target.api_key.expose())
+                .json(body)
+                .send();
+            match tokio::time::timeout(timeout, request).await {
+                Err(_) => {
+                    return Err(ModelError::Timeout {
+                        endpoint,
+                        seconds: timeout.as_secs_f64(),
+                    });
+                }
+                Ok(Ok(resp)) => break resp,
+                Ok(Err(e)) if e.is_connect() && attempt < CONNECT_ATTEMPTS => {
+                    tracing::debug!(endpoint = %endpoint, attempt, "model endpoint connect failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * 3u64.pow(attempt - 1))).await;
+                }
+                Ok(Err(e)) if e.is_timeout() => {
+                    return Err(ModelError::Timeout {
+                        endpoint,
+                        seconds: timeout.as_secs_f64(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(ModelError::Connect {
+                        endpoint,
+                        message: error_chain(&e),
+                    });
+                }
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_limited(resp, MAX_ERROR_BODY, timeout)
+            .await
+            .unwrap_or_default();
+        Err(ModelError::Status {
+            endpoint,
+            status: status.as_u16(),
+            message: error_message(&body),
+            retry_after,
+        })
+    }
+}
+
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout(timeout, resp.chunk()).await {
+            Err(_) => return Err("timed out reading the body".into()),
+            Ok(Err(e)) => return Err(error_chain(&e)),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(format!("body larger than {limit} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// The most useful short text of an error body (OpenAI JSON, else plain text).
+fn error_message(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        for ptr in ["/error/message", "/message", "/detail", "/error"] {
+            if let Some(s) = v.pointer(ptr).and_then(Value::as_str) {
+                return truncate(s, 300);
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    if text.trim_start().starts_with('<') {
+        return "non-JSON (HTML) error page".to_string();
+    }
+    truncate(text.trim(), 300)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn role(r: Role) -> &'static str {
+    match r {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}
+
+fn chat_body(target: &ModelTarget, req: &ChatRequest, stream: bool) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), json!(target.model));
+    body.insert(
+        "messages".into(),
+        Value::Array(
+            req.messages
+                .iter()
+                .map(|m| json!({"role": role(m.role), "content": m.content}))
+                .collect(),
+        ),
+    );
+    insert_sampling(
+        &mut body,
+        req.temperature,
+        req.top_p,
+        req.max_tokens,
+        &req.stop,
+    );
+    if !req.tools.is_empty() {
+        body.insert(
+            "tools".into(),
+            Value::Array(
+                req.tools
+                    .iter()
+                    .map(|t| {
+                        json!({"type": "function", "function": {
+                            "name": t.name, "description": t.description, "parameters": t.parameters}})
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    body.insert("stream".into(), json!(stream));
+    if stream {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(body)
+}
+
+fn insert_sampling(
+    body: &mut Map<String, Value>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<u32>,
+    stop: &[String],
+) {
+    if let Some(t) = temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = top_p {
+        body.insert("top_p".into(), json!(p));
+    }
+    if let Some(m) = max_tokens {
+        body.insert("max_tokens".into(), json!(m));
+    }
+    if !stop.is_empty() {
+        body.insert("stop".into(), json!(stop));
+    }
+}
+
+fn usage(v: &Value) -> Option<Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    Some(Usage {
+        input_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
+        output_tokens: u
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    })
+}
+
+fn tool_calls(message: &Value) -> Vec<ToolCall> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| ToolCall {
+                    id: c
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    name: c
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    arguments: c
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Flattens chat messages for a text-completion target.
+fn flatten(messages: &[Message]) -> String {
+    messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// State of one streamed response being turned into [`StreamEvent`]s.
+struct StreamState<S> {
+    events: S,
+    endpoint: String,
+    idle: Duration,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    /// Streamed tool-call fragments by index: (id, name, arguments).
+    tools: BTreeMap<u64, ToolCall>,
+    pending: Vec<StreamEvent>,
+    done: bool,
+}
+
+impl<S, E> StreamState<S>
+where
+    S: futures_util::Stream<Item = Result<eventsource_stream::Event, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    fn broken(&self, message: impl Into<String>) -> ModelError {
+        ModelError::StreamBroken {
+            endpoint: self.endpoint.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Reads upstream events until at least one of ours is ready.
+    async fn next_event(&mut self) -> Option<Result<StreamEvent, ModelError>> {
+        loop {
+            if !self.pending.is_empty() {
+                return Some(Ok(self.pending.remove(0)));
+            }
+            if self.done {
+                return None;
+            }
+            let next = match tokio::time::timeout(self.idle, self.events.next()).await {
+                Err(_) => {
+                    self.done = true;
+                    return Some(Err(ModelError::Timeout {
+                        endpoint: self.endpoint.clone(),
+                        seconds: self.idle.as_secs_f64(),
+                    }));
+                }
+                Ok(n) => n,
+            };
+            match next {
+                None => {
+                    self.done = true;
+                    if self.finish_reason.is_none() {
+                        return Some(Err(
+                            self.broken("the stream ended before the model finished")
+                        ));
+                    }
+                    self.finish();
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(self.broken(e.to_string())));
+                }
+                Some(Ok(event)) => {
+                    let data = event.data.trim();
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if data == "[DONE]" {
+                        self.done = true;
+                        self.finish();
+                        continue;
+                    }
+                    let chunk: Value = match serde_json::from_str(data) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(self.broken(format!("invalid JSON chunk: {e}"))));
+                        }
+                    };
+                    self.absorb(&chunk);
+                }
+            }
+        }
+    }
+
+    fn absorb(&mut self, chunk: &Value) {
+        if let Some(u) = usage(chunk) {
+            self.usage = Some(u);
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            return;
+        };
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_string());
+        }
+        let delta = choice.get("delta").or_else(|| choice.get("message"));
+        let text = delta
+            .and_then(|d| d.get("content"))
+            .and_then(Value::as_str)
+            .or_else(|| choice.get("text").and_then(Value::as_str));
+        if let Some(t) = text {
+            self.pending.push(StreamEvent::Text(t.to_string()));
+        }
+        if let Some(calls) = delta
+            .and_then(|d| d.get("tool_calls"))
+            .and_then(Value::as_array)
+        {
+            for c in calls {
+                let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let entry = self.tools.entry(index).or_default();
+                if let Some(id) = c.get("id").and_then(Value::as_str) {
+                    entry.id = id.to_string();
+                }
+                if let Some(name) = c.pointer("/function/name").and_then(Value::as_str) {
+                    entry.name.push_str(name);
+                }
+                if let Some(args) = c.pointer("/function/arguments").and_then(Value::as_str) {
+                    entry.arguments.push_str(args);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let tools = std::mem::take(&mut self.tools);
+        self.pending
+            .extend(tools.into_values().map(StreamEvent::ToolCall));
+        self.pending.push(StreamEvent::Done {
+            finish_reason: self.finish_reason.take(),
+            usage: self.usage.take(),
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelProvider for OpenAiCompatible {
+    async fn chat(
+        &self,
+        target: &ModelTarget,
+        req: &ChatRequest,
+    ) -> Result<Completion, ModelError> {
+        if target.api == Api::Text {
+            return self
+                .text(
+                    target,
+                    &TextRequest {
+                        prompt: flatten(&req.messages),
+                        suffix: None,
+                        temperature: req.temperature,
+                        max_tokens: req.max_tokens,
+                        stop: req.stop.clone(),
+                        timeout: req.timeout,
+                    },
+                )
+                .await;
+        }
+        let resp = self
+            .post(
+                target,
+                "chat/completions",
+                &chat_body(target, req, false),
+                req.timeout,
+            )
+            .await?;
+        let v = parse_body(target, resp, req.timeout).await?;
+        let choice = v
+            .pointer("/choices/0")
+            .ok_or_else(|| invalid(target, "no choices"))?;
+        let message = choice
+            .get("message")
+            .ok_or_else(|| invalid(target, "no message"))?;
+        Ok(Completion {
+            text: message
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            tool_calls: tool_calls(message),
+            finish_reason: choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            usage: usage(&v),
+        })
+    }
+
+    async fn chat_stream(
+        &self,
+        target: &ModelTarget,
+        req: &ChatRequest,
+    ) -> Result<EventStream, ModelError> {
+        let (path, body) = match target.api {
+            Api::Chat => ("chat/completions", chat_body(target, req, true)),
+            Api::Text => {
+                let mut body = Map::new();
+                body.insert("model".into(), json!(target.model));
+                body.insert("prompt".into(), json!(flatten(&req.messages)));
+                insert_sampling(
+                    &mut body,
+                    req.temperature,
+                    req.top_p,
+                    req.max_tokens,
+                    &req.stop,
+                );
+                body.insert("stream".into(), json!(true));
+                body.insert("stream_options".into(), json!({"include_usage": true}));
+                ("completions", Value::Object(body))
+            }
+        };
+        let resp = self.post(target, path, &body, req.timeout).await?;
+        let state = StreamState {
+            events: Box::pin(resp.bytes_stream().eventsource()),
+            endpoint: target.endpoint_host(),
+            idle: req.timeout,
+            finish_reason: None,
+            usage: None,
+            tools: BTreeMap::new(),
+            pending: Vec::new(),
+            done: false,
+        };
+        Ok(Box::pin(stream::unfold(state, |mut s| async move {
+            s.next_event().await.map(|item| (item, s))
+        })))
+    }
+
+    async fn text(
+        &self,
+        target: &ModelTarget,
+        req: &TextRequest,
+    ) -> Result<Completion, ModelError> {
+        let mut body = Map::new();
+        body.insert("model".into(), json!(target.model));
+        body.insert("prompt".into(), json!(req.prompt));
+        if let Some(s) = &req.suffix {
+            body.insert("suffix".into(), json!(s));
+        }
+        insert_sampling(&mut body, req.temperature, None, req.max_tokens, &req.stop);
+        body.insert("stream".into(), json!(false));
+        let resp = self
+            .post(target, "completions", &Value::Object(body), req.timeout)
+            .await?;
+        let v = parse_body(target, resp, req.timeout).await?;
+        let choice = v
+            .pointer("/choices/0")
+            .ok_or_else(|| invalid(target, "no choices"))?;
+        Ok(Completion {
+            text: choice
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            tool_calls: Vec::new(),
+            finish_reason: choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            usage: usage(&v),
+        })
+    }
+}
+
+fn invalid(target: &ModelTarget, message: &str) -> ModelError {
+    ModelError::InvalidResponse {
+        endpoint: target.endpoint_host(),
+        message: message.to_string(),
+    }
+}
+
+async fn parse_body(
+    target: &ModelTarget,
+    resp: reqwest::Response,
+    timeout: Duration,
+) -> Result<Value, ModelError> {
+    let body = read_limited(resp, MAX_BODY, timeout)
+        .await
+        .map_err(|m| invalid(target, &m))?;
+    serde_json::from_slice(&body).map_err(|e| invalid(target, &format!("invalid JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_short_and_never_html() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"model not found"}}"#),
+            "model not found"
+        );
+        assert_eq!(
+            error_message(b"<html><body>502 Bad Gateway</body></html>"),
+            "non-JSON (HTML) error page"
+        );
+        assert_eq!(error_message(b"plain"), "plain");
+    }
+}
