@@ -3,7 +3,10 @@
 //!   descriptor set that server reflection serves;
 //! - extracts the Swagger UI files the docs page needs from the vendored
 //!   Swagger UI release, so the page works air-gapped without shipping the
-//!   whole distribution (source maps and all) in the binary.
+//!   whole distribution (source maps and all) in the binary;
+//! - embeds the prompt definitions (`src/prompts/definitions/**.toml`) as a
+//!   table of `include_str!`s, so each file is tracked by cargo and the
+//!   binary carries them without a directory-embedding crate.
 use std::{
     env,
     error::Error,
@@ -41,5 +44,41 @@ fn main() -> Result<(), Box<dyn Error>> {
         archive.by_name(&name)?.read_to_end(&mut bytes)?;
         std::fs::write(dir.join(wanted), bytes)?;
     }
+    embed_prompts(&out)
+}
+
+/// Writes `prompt_definitions.rs`: `(relative path, contents)` for every
+/// prompt definition file, sorted for reproducible builds.
+fn embed_prompts(out: &std::path::Path) -> Result<(), Box<dyn Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("src/prompts/definitions");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                let rel = path
+                    .strip_prefix(&root)?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                files.push((rel, path));
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from(
+        "/// Prompt definitions embedded at build time.\npub static EMBEDDED: &[(&str, &str)] = &[\n",
+    );
+    for (rel, path) in files {
+        code.push_str(&format!(
+            "    ({rel:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("prompt_definitions.rs"), code)?;
     Ok(())
 }

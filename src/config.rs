@@ -216,6 +216,9 @@ pub struct ModelsConfig {
     pub chat_max_tokens: Option<u32>,
     /// Client certificate and key files for model endpoints.
     pub mtls: Option<TlsFiles>,
+    /// `AIGW_PROMPTS_DIR` (ours): prompt definitions that replace or add to
+    /// the embedded ones, same layout as `src/prompts/definitions`.
+    pub prompts_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -235,6 +238,9 @@ pub struct Config {
     pub workflow_auth: ServiceAuth,
     pub ca: CaSelection,
     pub models: ModelsConfig,
+    /// The documentation search index file (`AIGW_DOCS_SEARCH__DB_PATH`, ours;
+    /// default `./tmp/docs.db` relative to the working directory, as upstream).
+    pub docs_search_db: PathBuf,
     pub logging: LoggingConfig,
     pub shutdown_grace: Duration,
     pub dev_ephemeral_keys: bool,
@@ -556,6 +562,9 @@ impl Config {
 
         Ok(Config {
             models,
+            docs_search_db: env
+                .get("AIGW_DOCS_SEARCH__DB_PATH")
+                .map_or_else(|| PathBuf::from("./tmp/docs.db"), PathBuf::from),
             http,
             grpc,
             metrics: MetricsConfig {
@@ -635,7 +644,9 @@ impl Config {
                 "suggestions_timeout_s": self.models.suggestions_timeout.as_secs_f64(),
                 "chat_max_tokens": self.models.chat_max_tokens,
                 "mtls": tls(&self.models.mtls),
+                "prompts_dir": self.models.prompts_dir.as_ref().map(|p| p.display().to_string()),
             },
+            "docs_search": {"db_path": self.docs_search_db.display().to_string()},
             "logging": {"level": self.logging.level, "json": self.logging.json},
             "shutdown_grace_period_s": self.shutdown_grace.as_secs_f64(),
         })
@@ -695,6 +706,10 @@ fn models_config(env: &Env) -> Result<ModelsConfig, ConfigError> {
             "AIGW_MTLS__CERT_FILE",
             "AIGW_MTLS__KEY_FILE",
         )?,
+        prompts_dir: env
+            .get("AIGW_PROMPTS_DIR")
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from),
     })
 }
 

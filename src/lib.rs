@@ -2,8 +2,10 @@
 //! one process. See ARCHITECTURE.md for the map.
 
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod docs_search;
 pub mod grpc;
 pub mod health;
 pub mod http;
@@ -13,6 +15,7 @@ pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod models;
+pub mod prompts;
 pub mod server;
 pub mod suggestions;
 pub mod systemd;

@@ -299,6 +299,17 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             metrics: gateway_metrics.clone(),
             health: health.clone(),
             models,
+            docs: Arc::new(crate::docs_search::DocsIndex::new(&config.docs_search_db)),
+            prompts: Arc::new(
+                crate::prompts::PromptRegistry::load(
+                    config.models.prompts_dir.as_deref(),
+                    crate::prompts::PromptSettings {
+                        default_timeout: config.models.request_timeout,
+                        chat_max_tokens: config.models.chat_max_tokens,
+                    },
+                )
+                .map_err(StartupError::Setup)?,
+            ),
             public_paths: Arc::default(),
         },
         &DocsSettings {

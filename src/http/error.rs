@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::{
     auth::AuthError,
+    docs_search::SearchError,
     models::{ModelError, TargetError},
 };
 
@@ -37,6 +38,19 @@ pub enum ApiError {
     Model(#[from] ModelError),
     #[error("Request body too large")]
     PayloadTooLarge,
+    /// 400 with a message built from the request (unknown prompt, bad model metadata).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403 with a message naming what is missing (`Unauthorized to access '<id>'`).
+    #[error("{0}")]
+    Denied(String),
+    /// The prompts API's model failure: 421 "the model failed, not the gateway",
+    /// detail `"<code>: <reason phrase>"` as the admin's "Test connection" reads it.
+    #[error("{}", model_failure_detail(.0))]
+    ModelFailed(ModelError),
+    /// The documentation index failed or timed out (a missing index is no error).
+    #[error(transparent)]
+    DocsSearch(#[from] SearchError),
 }
 
 impl ApiError {
@@ -54,6 +68,11 @@ impl ApiError {
             ApiError::Model(ModelError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Model(_) => StatusCode::BAD_GATEWAY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelFailed(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::DocsSearch(SearchError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::DocsSearch(SearchError::Index(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -78,9 +97,33 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, v);
         }
-        if matches!(self, ApiError::Model(_)) {
+        if matches!(self, ApiError::Model(_) | ApiError::ModelFailed(_)) {
             tracing::warn!(error = %self, "model call failed");
         }
+        if matches!(self, ApiError::DocsSearch(_)) {
+            tracing::warn!(error = %self, "documentation search failed");
+        }
         resp
+    }
+}
+
+/// `"<code>: <reason phrase>"` for a model server's HTTP error (upstream's
+/// text). Failures without a status get the code LiteLLM would report, with
+/// the reason in parentheses so the admin sees what happened: 408 for a
+/// timeout, 503 for a refused or failed connection, 502 for a broken answer.
+fn model_failure_detail(e: &ModelError) -> String {
+    let reason = |code: u16| {
+        StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown Status")
+    };
+    match e {
+        ModelError::Status { status, .. } => format!("{status}: {}", reason(*status)),
+        ModelError::Timeout { .. } => format!("408: {} ({e})", reason(408)),
+        ModelError::Connect { .. } => format!("503: {} ({e})", reason(503)),
+        ModelError::InvalidResponse { .. } | ModelError::StreamBroken { .. } => {
+            format!("502: {} ({e})", reason(502))
+        }
     }
 }

@@ -6,10 +6,16 @@
 //! documented `{"error":"No authorization header presented"}`. Handlers are
 //! thin and call into `tokens`, `auth` and (later) the model layer.
 
+mod chat;
 mod completions;
+mod definitions;
 mod docs;
 mod error;
+mod generations;
 mod monitoring;
+mod prompts;
+mod search;
+mod suggestions;
 mod token;
 
 use std::{
@@ -31,8 +37,8 @@ use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 pub use error::ApiError;
 
 use crate::{
-    auth::Authenticator, health::Health, metrics::GatewayMetrics, models::service::ModelService,
-    tokens::TokenAuthority,
+    auth::Authenticator, docs_search::DocsIndex, health::Health, metrics::GatewayMetrics,
+    models::service::ModelService, tokens::TokenAuthority,
 };
 
 /// Request bodies above this are refused before they are read in full.
@@ -54,6 +60,10 @@ pub struct HttpState {
     pub metrics: GatewayMetrics,
     pub health: Arc<Health>,
     pub models: Arc<ModelService>,
+    /// The documentation search index (`/v1/search/gitlab-docs`).
+    pub docs: Arc<DocsIndex>,
+    /// Prompt definitions (`/v1/prompts`, `/v2/chat/agent`).
+    pub prompts: Arc<crate::prompts::PromptRegistry>,
     /// Extra public paths (the API docs, when enabled).
     pub public_paths: Arc<Vec<String>>,
 }
@@ -77,6 +87,20 @@ pub fn router(mut state: HttpState, docs: &DocsSettings) -> Result<Router, Strin
         .route("/v1/code/user_access_token", post(token::user_access_token))
         .route("/v2/code/completions", post(completions::code_completions))
         .route("/v2/completions", post(completions::code_completions))
+        .route("/v2/code/generations", post(generations::code_generations))
+        .route(
+            "/v3/code/completions",
+            post(suggestions::v3_code_completions),
+        )
+        .route(
+            "/v4/code/suggestions",
+            post(suggestions::v4_code_suggestions),
+        )
+        .route("/v1/models/definitions", get(definitions::model_definitions))
+        .route("/v1/search/gitlab-docs", post(search::gitlab_docs))
+        .route("/v1/prompts/{*prompt_id}", post(prompts::invoke_v1))
+        .route("/v2/prompts/{*prompt_id}", post(prompts::invoke_v2))
+        .route("/v2/chat/agent", post(chat::agent))
         .merge(docs_router)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,8 +1,10 @@
-//! Code Suggestions: completions (fill-in-the-middle) for self-hosted models.
+//! Code Suggestions for self-hosted models: completions (fill-in-the-middle)
+//! and generations (`generation`).
 //! Builds prompts from the editor's state, calls the model through the model
 //! service, and normalises what comes back. Knows nothing about HTTP.
 
 pub mod completion;
+pub mod generation;
 pub mod language;
 
 use futures_util::{Stream, StreamExt};

@@ -1,0 +1,385 @@
+//! `/v1/prompts/*` and `/v2/prompts/*`: GitLab-shaped prompt invocations
+//! through the real gateway to the mock model, every error of the API's
+//! table, version resolution and the `AIGW_PROMPTS_DIR` override.
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn meta(endpoint: &str, name: &str) -> Value {
+    json!({"provider": "openai", "name": name, "endpoint": endpoint,
+           "api_key": "sk-test-model-key", "identifier": "custom_openai/Mistral-7B"})
+}
+
+fn explain_inputs(question: &str) -> Value {
+    json!({"input": question, "selected_text": "fn main() {}", "file_content": "",
+           "language_info": "The code is written in Rust."})
+}
+
+async fn post(gw: &Gateway, token: &str, path: &str, body: &Value) -> reqwest::Response {
+    with_headers(client().post(gw.http_url(path)), &rails_headers(token))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn detail(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+    (status, v["detail"].as_str().unwrap_or_default().to_string())
+}
+
+fn token_with(scopes: &[&str]) -> String {
+    gitlab_key().rails_token(json!({ "scopes": scopes }))
+}
+
+#[tokio::test]
+async fn v1_answers_a_json_string_and_sends_the_prompt_params() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["explain_code"]);
+    let body = json!({"inputs": explain_inputs("MOCK_REPLY: It prints nothing."),
+                      "prompt_version": "^1.0.0", "stream": false,
+                      "model_metadata": meta(&mock.endpoint(), "mistral")});
+    let resp = post(&gw, &token, "/v1/prompts/chat/explain_code", &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!("It prints nothing.")
+    );
+
+    let reqs = mock.requests().await;
+    let sent = &reqs.last().unwrap()["body"];
+    assert_eq!(sent["model"], "Mistral-7B");
+    assert_eq!(sent["temperature"], 0.1);
+    assert_eq!(sent["max_tokens"], 2048);
+    assert_eq!(sent["stream"], false);
+    assert!(sent.get("stop").is_none());
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["role"], "system");
+    assert!(
+        messages[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("The code is written in Rust.")
+    );
+    assert_eq!(messages[1]["role"], "user");
+    let user = messages[1]["content"].as_str().unwrap();
+    assert!(
+        user.contains("fn main() {}") && user.ends_with("Explain this code."),
+        "{user}"
+    );
+}
+
+#[tokio::test]
+async fn v2_answers_content_and_usage_and_streams_ndjson() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["generate_commit_message"]);
+    let mut body = json!({"inputs": {"diff": "MOCK_REPLY: Fix the parser"},
+                          "model_metadata": meta(&mock.endpoint(), "codestral")});
+    let resp = post(&gw, &token, "/v2/prompts/generate_commit_message", &body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["content"], "Fix the parser");
+    let usage = &v["usage"]["Mistral-7B"];
+    assert!(usage["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(usage["output_tokens"], 3);
+
+    body["stream"] = json!(true);
+    let resp = post(&gw, &token, "/v2/prompts/generate_commit_message", &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let text = resp.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(text.ends_with('\n'));
+    let content: String = lines
+        .iter()
+        .map(|l| l["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(content, "Fix the parser");
+    assert!(text.starts_with("{\"content\":\"Fix \"}\n"), "{text}");
+    assert_eq!(
+        lines.last().unwrap()["usage"]["Mistral-7B"]["output_tokens"],
+        3
+    );
+
+    // v1 streaming is raw text.
+    let resp = post(&gw, &token, "/v1/prompts/generate_commit_message", &body).await;
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    assert_eq!(resp.text().await.unwrap(), "Fix the parser");
+}
+
+#[tokio::test]
+async fn test_connection_uses_the_encoded_slash_and_reports_421() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(&gitlab, &[]).await;
+    let body = json!({"stream": false, "inputs": {},
+                      "model_metadata": meta(&mock.endpoint(), "llama3")});
+    let resp = post(
+        &gw,
+        &token,
+        "/v1/prompts/model_configuration%2Fcheck",
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.json::<Value>().await.unwrap().is_string());
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    assert_eq!(sent["max_tokens"], 16);
+
+    // The model server fails: 421 with "<code>: <reason>".
+    let mock500 = MockModel::start(&["--fault", "500"]);
+    let body = json!({"stream": false, "inputs": {},
+                      "model_metadata": meta(&mock500.endpoint(), "llama3")});
+    let (status, d) = detail(
+        post(
+            &gw,
+            &token,
+            "/v1/prompts/model_configuration%2Fcheck",
+            &body,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, d.as_str()), (421, "500: Internal Server Error"));
+    let mock429 = MockModel::start(&["--fault", "429"]);
+    let body = json!({"inputs": {}, "model_metadata": meta(&mock429.endpoint(), "llama3")});
+    let (status, d) = detail(
+        post(
+            &gw,
+            &token,
+            "/v1/prompts/model_configuration%2Fcheck",
+            &body,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, d.as_str()), (421, "429: Too Many Requests"));
+
+    // Nothing listens: still 421, naming the failure, never the key.
+    let body = json!({"inputs": {}, "model_metadata": meta("http://127.0.0.1:9/v1", "llama3")});
+    let resp = post(
+        &gw,
+        &token,
+        "/v1/prompts/model_configuration%2Fcheck",
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 421);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("503: Service Unavailable (cannot connect"),
+        "{text}"
+    );
+    assert!(!text.contains("sk-test-model-key"));
+}
+
+#[tokio::test]
+async fn every_error_of_the_table() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(&gitlab, &[]).await;
+    let ep = mock.endpoint();
+    let all = token_with(&[
+        "explain_code",
+        "duo_chat",
+        "duo_classic_chat",
+        "generate_issue_description",
+    ]);
+    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+        (
+            "/v1/prompts/no/such/prompt",
+            &all,
+            json!({"inputs": {}, "model_metadata": meta(&ep, "mistral")}),
+            400,
+            "Failed to load prompt definition for 'no/such/prompt'",
+        ),
+        (
+            "/v1/prompts/chat/explain_code",
+            &all,
+            json!({"inputs": explain_inputs("x"), "prompt_version": "^9.0.0", "model_metadata": meta(&ep, "mistral")}),
+            400,
+            "No version matching '^9.0.0'",
+        ),
+        (
+            "/v1/prompts/chat/explain_code",
+            &all,
+            json!({"inputs": explain_inputs("x"), "prompt_version": "latest!", "model_metadata": meta(&ep, "mistral")}),
+            422,
+            "Invalid version constraint",
+        ),
+        (
+            "/v1/prompts/chat/explain_code",
+            &token,
+            json!({"inputs": explain_inputs("x"), "model_metadata": meta(&ep, "mistral")}),
+            403,
+            "Unauthorized to access 'chat/explain_code'",
+        ),
+        (
+            "/v2/prompts/chat/react",
+            &all,
+            json!({"inputs": {}, "model_metadata": meta(&ep, "mistral")}),
+            422,
+            "Prompt 'chat/react' is not supported",
+        ),
+        (
+            "/v1/prompts/chat/explain_code",
+            &all,
+            json!({"inputs": {"input": "x"}, "model_metadata": meta(&ep, "mistral")}),
+            422,
+            "missing variables {'language_info', 'selected_text'}",
+        ),
+        (
+            "/v1/prompts/chat/explain_code",
+            &all,
+            json!({"inputs": explain_inputs("x"), "model_metadata": meta(&ep, "nope")}),
+            400,
+            "unknown model family 'nope'",
+        ),
+        (
+            "/v1/prompts/chat/explain_code",
+            &all,
+            json!({"inputs": explain_inputs("x")}),
+            400,
+            "model_metadata is required",
+        ),
+        (
+            "/v1/prompts/chat/explain_code",
+            &all,
+            json!({"model_metadata": meta(&ep, "mistral")}),
+            422,
+            "inputs",
+        ),
+    ];
+    for (path, tok, body, status, needle) in cases {
+        let (got, d) = detail(post(&gw, tok, path, &body).await).await;
+        assert_eq!(got, status, "{path} {needle}: {d}");
+        assert!(d.contains(needle), "{needle}: {d}");
+    }
+    // Optional inputs stay optional.
+    let body =
+        json!({"inputs": {"content": "MOCK_REPLY: ok"}, "model_metadata": meta(&ep, "mistral")});
+    let resp = post(&gw, &all, "/v1/prompts/generate_description", &body).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn versions_resolve_and_the_prompts_dir_overrides() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |rel: &str, user: &str, max_tokens: u32| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!(
+            "name = \"tuned\"\nunit_primitive = \"generate_commit_message\"\n[model.params]\nmax_tokens = {max_tokens}\n[params]\nstop = [\"END\"]\n[prompt_template]\nuser = '''\n{user}\n'''\n"
+        )).unwrap();
+    };
+    write(
+        "generate_commit_message/base/1.0.0.toml",
+        "base 1.0.0 {{ diff }} on {{ current_date }}",
+        11,
+    );
+    write(
+        "generate_commit_message/base/1.1.0.toml",
+        "base 1.1.0 {{ diff }}",
+        12,
+    );
+    write(
+        "generate_commit_message/base/1.2.0-dev.toml",
+        "dev {{ diff }}",
+        13,
+    );
+    write(
+        "generate_commit_message/mistral/1.0.0.toml",
+        "mistral {{ diff }}",
+        14,
+    );
+    write(
+        "generate_commit_message/base/2.0.0.toml",
+        "base 2 {{ diff }}",
+        15,
+    );
+    let (gw, _) = gateway_with_models(
+        &gitlab,
+        &[
+            ("AIGW_PROMPTS_DIR", dir.path().to_str().unwrap()),
+            ("AIGW_DUO_CHAT__MAX_TOKENS", "77"),
+        ],
+    )
+    .await;
+    let token = token_with(&["generate_commit_message"]);
+    let cases = [
+        (Value::Null, "llama3", "base 1.1.0", 12),
+        (json!("^1.0.0"), "codestral", "mistral", 14),
+        (json!("1.0.0"), "llama3", "base 1.0.0", 11),
+        (json!("1.2.0-dev"), "llama3", "dev", 13),
+        (json!("~1.0"), "llama3", "base 1.0.0", 11),
+        (json!("^2.0.0"), "llama3", "base 2", 15),
+        (json!(">=1.0.0"), "llama3", "base 2", 15),
+        // codestral's dirs are [codestral, mistral]: the mistral variant wins.
+        (json!("1.0.0"), "codestral", "mistral", 14),
+    ];
+    for (version, family, expect, max_tokens) in cases {
+        let body = json!({"inputs": {"diff": "d"}, "prompt_version": version,
+                          "model_metadata": meta(&mock.endpoint(), family)});
+        let resp = post(&gw, &token, "/v1/prompts/generate_commit_message", &body).await;
+        assert_eq!(resp.status(), 200, "{version} {family}");
+        let sent = mock.requests().await.last().unwrap()["body"].clone();
+        let user = sent["messages"][0]["content"].as_str().unwrap().to_string();
+        assert!(user.starts_with(expect), "{version} {family}: {user}");
+        assert_eq!(sent["max_tokens"], max_tokens);
+        assert_eq!(sent["stop"], json!(["END"]));
+        if expect == "base 1.0.0" {
+            // current_date is filled in: "<Month> <DD>, <YYYY>".
+            let date = user.rsplit(" on ").next().unwrap();
+            assert!(date.len() >= 12 && date.contains(", 20"), "{date}");
+        }
+    }
+    // AIGW_DUO_CHAT__MAX_TOKENS applies to chat/* prompts only.
+    let token = token_with(&["explain_code"]);
+    let body =
+        json!({"inputs": explain_inputs("x"), "model_metadata": meta(&mock.endpoint(), "llama3")});
+    assert_eq!(
+        post(&gw, &token, "/v1/prompts/chat/explain_code", &body)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        mock.requests().await.last().unwrap()["body"]["max_tokens"],
+        77
+    );
+}
+
+#[test]
+fn an_invalid_override_stops_startup_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("chat/explain_code/base");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("1.0.0.toml"), "name = ").unwrap();
+    let out = GatewayBuilder::new()
+        .env("AIGW_PROMPTS_DIR", dir.path().to_str().unwrap())
+        .command()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chat/explain_code/base/1.0.0.toml"), "{err}");
+}
