@@ -4,7 +4,7 @@
 //! Authentication runs before routing, as upstream: any path that is not
 //! explicitly public answers 401 without a token, so `curl /` shows the
 //! documented `{"error":"No authorization header presented"}`. Handlers are
-//! thin and call into `tokens`, `auth` and (later) the model layer.
+//! thin and call into `tokens`, `auth`, `suggestions`, `prompts`, `chat` and `models`.
 
 mod chat;
 mod completions;
@@ -96,7 +96,10 @@ pub fn router(mut state: HttpState, docs: &DocsSettings) -> Result<Router, Strin
             "/v4/code/suggestions",
             post(suggestions::v4_code_suggestions),
         )
-        .route("/v1/models/definitions", get(definitions::model_definitions))
+        .route(
+            "/v1/models/definitions",
+            get(definitions::model_definitions),
+        )
         .route("/v1/search/gitlab-docs", post(search::gitlab_docs))
         .route("/v1/prompts/{*prompt_id}", post(prompts::invoke_v1))
         .route("/v2/prompts/{*prompt_id}", post(prompts::invoke_v2))

@@ -9,6 +9,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "model_overhead.rs"]
+mod model_overhead;
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -73,6 +75,7 @@ fn start(gitlab_url: &str) -> Started {
         .unwrap();
     let builder = GatewayBuilder::new()
         .gitlab(gitlab_url)
+        .env("AIGW_CUSTOM_MODELS__ENABLED", "true")
         .env("AIGW_LOGGING__LEVEL", "warn");
     // The harness's environment, but the binary under test.
     let template = builder.command();
@@ -282,6 +285,9 @@ fn main() {
             println!("| gRPC GenerateToken | {conc} | {} | {} | {:.0} | {:.3} | {:.3} |", r.requests, r.errors, r.rps, r.p50_ms, r.p99_ms);
         }
         println!("\nRSS after the load runs: {:.1} MiB", rss_kib(gw.child.id()) as f64 / 1024.0);
+
+        model_overhead::run(&gw.http, &token, RUN_FOR).await;
+        model_overhead::streams_section(&gw.http, &token, gw.child.id()).await;
         unsafe {
             libc::kill(gw.child.id() as i32, libc::SIGTERM);
         }

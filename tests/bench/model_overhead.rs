@@ -1,0 +1,484 @@
+//! What the gateway adds on top of a self-hosted model server: the same
+//! completion sent straight to `aigw-mock-model` and through the gateway, side
+//! by side, in one run (issue "Self-hosted model features", Benchmarks).
+//!
+//! The direct request is the exact one the gateway sends to the model server
+//! (captured once from a recording mock), so the difference between the two
+//! columns is the gateway's own cost: parsing and authenticating the GitLab
+//! request, building the prompt, the extra loopback hop, and the answer's
+//! translation back. The load generator shares the 2 CPUs with both servers.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+
+use super::common::*;
+
+/// One request, replayable.
+#[derive(Clone)]
+pub struct Probe {
+    pub uri: hyper::Uri,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Probe {
+    fn request(&self) -> http::Request<Full<Bytes>> {
+        let mut req = http::Request::post(self.uri.clone());
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req.body(Full::new(self.body.clone()))
+            .unwrap_or_else(|_| http::Request::new(Full::new(Bytes::new())))
+    }
+}
+
+pub struct Stats {
+    pub errors: usize,
+    pub rps: f64,
+    /// Whole response (headers and the complete body).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// First body bytes (streaming: the first delta).
+    pub first_p50_ms: f64,
+    pub first_p99_ms: f64,
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+fn http1_client(pool: usize) -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool)
+        .build(connector)
+}
+
+/// `concurrency` closed-loop workers sending `probe` for `run_for`.
+pub async fn load(probe: &Probe, concurrency: usize, run_for: Duration) -> Stats {
+    let client = http1_client(concurrency);
+    // Warm the pool so connection setup is not in the figures.
+    let mut warm = Vec::new();
+    for _ in 0..concurrency.min(256) {
+        let (client, probe) = (client.clone(), probe.clone());
+        warm.push(tokio::spawn(async move {
+            if let Ok(resp) = client.request(probe.request()).await {
+                let _ = resp.into_body().collect().await;
+            }
+        }));
+    }
+    for w in warm {
+        let _ = w.await;
+    }
+    let probe = Arc::new(probe.clone());
+    let deadline = Instant::now() + run_for;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, probe) = (client.clone(), probe.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut total, mut first, mut errors) = (Vec::new(), Vec::new(), 0usize);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let Ok(resp) = client.request(probe.request()).await else {
+                    errors += 1;
+                    continue;
+                };
+                if resp.status() != 200 {
+                    errors += 1;
+                    let _ = resp.into_body().collect().await;
+                    continue;
+                }
+                let mut body = resp.into_body();
+                let mut got_first = None;
+                let mut ok = true;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(f) => {
+                            if got_first.is_none() && f.data_ref().is_some_and(|d| !d.is_empty()) {
+                                got_first = Some(t.elapsed());
+                            }
+                        }
+                        Err(_) => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    errors += 1;
+                    continue;
+                }
+                let done = t.elapsed();
+                total.push(done.as_micros() as u64);
+                first.push(got_first.unwrap_or(done).as_micros() as u64);
+            }
+            (total, first, errors)
+        }));
+    }
+    let (mut total, mut first, mut errors) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        if let Ok((a, b, e)) = t.await {
+            total.extend(a);
+            first.extend(b);
+            errors += e;
+        }
+    }
+    total.sort_unstable();
+    first.sort_unstable();
+    Stats {
+        errors,
+        rps: total.len() as f64 / run_for.as_secs_f64(),
+        p50_ms: pct(&total, 0.50),
+        p99_ms: pct(&total, 0.99),
+        first_p50_ms: pct(&first, 0.50),
+        first_p99_ms: pct(&first, 0.99),
+    }
+}
+
+/// The v2 completion Rails sends (client spec §1.1). The prompt scripts the
+/// mock: a short answer, as code completions are, and its pacing.
+pub fn rails_completion(endpoint: &str, stream: bool, directives: &str) -> Value {
+    json!({
+        "current_file": {
+            "file_name": "app/calc.py",
+            "content_above_cursor": format!("# {directives}\nimport math\n\ndef area(r):\n    "),
+            "content_below_cursor": "\n\nprint(area(2))\n",
+        },
+        "intent": "completion",
+        "stream": stream,
+        "project_path": "bench/project",
+        "project_id": 1,
+        "model_provider": "litellm",
+        "prompt_version": 2,
+        "prompt": null,
+        "model_endpoint": endpoint,
+        "model_name": "codestral",
+        "model_api_key": "sk-bench",
+        "model_identifier": "custom_openai/Codestral-22B-v0.1",
+    })
+}
+
+fn gateway_probe(http: &str, token: &str, body: &Value) -> Probe {
+    let mut headers: Vec<(String, String)> = rails_headers(token)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    headers.push(("content-type".into(), "application/json".into()));
+    Probe {
+        uri: format!("http://{http}/v2/code/completions")
+            .parse()
+            .unwrap(),
+        headers,
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+/// Sends `body` through the gateway to a recording mock and returns the
+/// model-server request the gateway made, replayable against `target`.
+async fn captured_direct(
+    http: &str,
+    token: &str,
+    body_for: impl Fn(&str) -> Value,
+    target: &MockModel,
+) -> Probe {
+    let recorder = MockModel::start(&[]);
+    let probe = gateway_probe(http, token, &body_for(&recorder.endpoint()));
+    let resp = http1_client(1)
+        .request(probe.request())
+        .await
+        .expect("capture request");
+    assert_eq!(resp.status(), 200, "capture through the gateway failed");
+    let _ = resp.into_body().collect().await;
+    let reqs = recorder.requests().await;
+    let sent = reqs.last().expect("the gateway called the model");
+    let path = sent["path"].as_str().unwrap_or("/v1/chat/completions");
+    Probe {
+        uri: format!("http://{}{path}", target.addr).parse().unwrap(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("authorization".into(), "Bearer sk-bench".into()),
+        ],
+        body: Bytes::from(sent["body"].to_string()),
+    }
+}
+
+fn row(name: &str, conc: usize, d: &Stats, g: &Stats, streaming: bool) {
+    let (dp50, dp99, gp50, gp99) = if streaming {
+        (
+            d.first_p50_ms,
+            d.first_p99_ms,
+            g.first_p50_ms,
+            g.first_p99_ms,
+        )
+    } else {
+        (d.p50_ms, d.p99_ms, g.p50_ms, g.p99_ms)
+    };
+    println!(
+        "| {name} | {conc} | {:.0} | {:.0} | {dp50:.3} / {dp99:.3} | {gp50:.3} / {gp99:.3} | **{:+.3}** | **{:+.3}** | {} |",
+        d.rps,
+        g.rps,
+        gp50 - dp50,
+        gp99 - dp99,
+        d.errors + g.errors
+    );
+}
+
+/// The model-overhead sections of BENCHMARKS.md.
+pub async fn run(http: &str, token: &str, run_for: Duration) {
+    let mock = MockModel::start(&["--record", "0"]);
+    // Non-streaming: a one-line answer, no model delay (the mock answers at once).
+    let plain =
+        |endpoint: &str| rails_completion(endpoint, false, "MOCK_REPLY: return math.pi * r * r");
+    // Streaming: 16 tokens, no pacing: every delta is forwarded as it comes.
+    let streamed = |endpoint: &str| rails_completion(endpoint, true, "MOCK_TOKENS: 16");
+    let direct_plain = captured_direct(http, token, plain, &mock).await;
+    let direct_stream = captured_direct(http, token, streamed, &mock).await;
+    let gw_plain = gateway_probe(http, token, &plain(&mock.endpoint()));
+    let gw_stream = gateway_probe(http, token, &streamed(&mock.endpoint()));
+
+    println!("\n### Added latency: straight to the mock model vs through the gateway\n");
+    println!(
+        "Same request, same mock (`aigw-mock-model --record 0`, answers at once), {} s per cell, HTTP/1.1 keep-alive clients. \
+         Non-streaming: whole response. Streaming: time to the first delta (the whole 16-token stream is in the next table). \
+         Added = gateway minus direct, at the same percentile.\n",
+        run_for.as_secs()
+    );
+    println!(
+        "| request | concurrency | direct req/s | gateway req/s | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | added p99 ms | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut stream_totals = Vec::new();
+    for conc in [1, 64, 1024] {
+        let d = load(&direct_plain, conc, run_for).await;
+        let g = load(&gw_plain, conc, run_for).await;
+        row("POST /v2/code/completions (JSON)", conc, &d, &g, false);
+    }
+    for conc in [1, 64, 1024] {
+        let d = load(&direct_stream, conc, run_for).await;
+        let g = load(&gw_stream, conc, run_for).await;
+        row(
+            "POST /v2/code/completions, `stream: true`",
+            conc,
+            &d,
+            &g,
+            true,
+        );
+        stream_totals.push((conc, d, g));
+    }
+    println!("\nStreaming, whole 16-token stream:\n");
+    println!(
+        "| concurrency | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | added p99 ms |\n|---|---|---|---|---|"
+    );
+    for (conc, d, g) in &stream_totals {
+        println!(
+            "| {conc} | {:.3} / {:.3} | {:.3} / {:.3} | {:+.3} | {:+.3} |",
+            d.p50_ms,
+            d.p99_ms,
+            g.p50_ms,
+            g.p99_ms,
+            g.p50_ms - d.p50_ms,
+            g.p99_ms - d.p99_ms
+        );
+    }
+
+    // Max throughput while the added p99 stays within 5 ms.
+    println!("\n### Throughput at added p99 <= 5 ms (non-streaming completion)\n");
+    println!(
+        "Concurrency stepped up; each step {} s direct, then {} s through the gateway.\n",
+        3, 3
+    );
+    println!(
+        "| concurrency | direct req/s | gateway req/s | gateway p99 ms | added p99 ms | within 5 ms |\n|---|---|---|---|---|---|"
+    );
+    let step = Duration::from_secs(3);
+    let mut best: Option<(usize, f64)> = None;
+    let mut peak = 0.0f64;
+    for conc in [1, 4, 16, 32, 64, 128, 256, 512] {
+        let d = load(&direct_plain, conc, step).await;
+        let g = load(&gw_plain, conc, step).await;
+        let added = g.p99_ms - d.p99_ms;
+        let ok = added <= 5.0 && g.errors == 0;
+        println!(
+            "| {conc} | {:.0} | {:.0} | {:.3} | {added:+.3} | {} |",
+            d.rps,
+            g.rps,
+            g.p99_ms,
+            if ok { "yes" } else { "no" }
+        );
+        peak = peak.max(g.rps);
+        if ok && best.is_none_or(|(_, r)| g.rps > r) {
+            best = Some((conc, g.rps));
+        }
+    }
+    match best {
+        Some((conc, rps)) => println!(
+            "\n**Max throughput at added p99 <= 5 ms: {rps:.0} req/s** (concurrency {conc}); peak seen {peak:.0} req/s."
+        ),
+        None => {
+            println!("\n**No step kept the added p99 within 5 ms**; peak seen {peak:.0} req/s.")
+        }
+    }
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    }
+}
+
+/// Opens `n` streaming completions through the gateway (the mock paces them
+/// out over minutes), waits until each has its first delta, then reads the
+/// gateway's RSS. `h2_conns`: `None` = one HTTP/1.1 connection per stream;
+/// `Some(c)` = multiplexed over `c` HTTP/2 connections.
+pub async fn open_streams(
+    http: &str,
+    token: &str,
+    gateway_pid: u32,
+    n: usize,
+    h2_conns: Option<usize>,
+) -> Option<(usize, u64, u64, f64)> {
+    let mock = MockModel::start(&["--record", "0"]);
+    let body = rails_completion(
+        &mock.endpoint(),
+        true,
+        "MOCK_TOKENS: 200\n# MOCK_INTER_TOKEN_MS: 2000",
+    );
+    let probe = Arc::new(gateway_probe(http, token, &body));
+    let clients: Vec<Client<HttpConnector, Full<Bytes>>> = match h2_conns {
+        None => vec![http1_client(0)],
+        Some(c) => (0..c)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .http2_only(true)
+                    .build(HttpConnector::new())
+            })
+            .collect(),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let client = clients[i % clients.len()].clone();
+        let (probe, tx, stop) = (probe.clone(), tx.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let open = async {
+                let resp = client.request(probe.request()).await.ok()?;
+                if resp.status() != 200 {
+                    return None;
+                }
+                let mut body = resp.into_body();
+                loop {
+                    let frame = body.frame().await?.ok()?;
+                    if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+                        return Some(body);
+                    }
+                }
+            };
+            match open.await {
+                Some(body) => {
+                    let _ = tx.send(true);
+                    stop.notified().await;
+                    drop(body);
+                }
+                None => {
+                    let _ = tx.send(false);
+                }
+            }
+        }));
+        // Pace connection setup below the accept backlog.
+        if h2_conns.is_none() && i % 256 == 255 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop(tx);
+    let (mut open, mut failed) = (0usize, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while open + failed < n && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(true)) => open += 1,
+            Ok(Some(false)) => failed += 1,
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    let setup = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = rss_kib(gateway_pid, "VmRSS:");
+    let hwm = rss_kib(gateway_pid, "VmHWM:");
+    stop.notify_waiters();
+    for t in tasks {
+        t.abort();
+    }
+    if failed > 0 {
+        println!("({failed} of {n} streams failed to open)");
+    }
+    Some((open, rss, hwm, setup))
+}
+
+/// The 10,000-streams section of BENCHMARKS.md.
+pub async fn streams_section(http: &str, token: &str, gateway_pid: u32) {
+    println!("\n### Peak RSS with 10,000 concurrent open streams\n");
+    let limit = nofile_limit();
+    // Through the gateway an HTTP/1.1 stream costs it two sockets (client side
+    // and model side); keep 100 descriptors for everything else.
+    let h1_n = 10_000usize.min((limit.saturating_sub(100) / 2) as usize);
+    println!(
+        "Streaming completions held open (mock: one token every 2 s), each counted once its first delta arrived; \
+         RSS read from `/proc/<gateway>/status` one second later. RLIMIT_NOFILE here: {limit} (the hard limit; this container \
+         cannot raise it), so HTTP/1.1 clients (2 sockets per stream in the gateway) fit {h1_n} streams; the 10,000 row \
+         multiplexes the clients over HTTP/2 (100 connections x 100 streams), the model side stays one HTTP/1.1 connection per stream.\n"
+    );
+    println!(
+        "| clients | streams open | gateway VmRSS | gateway VmHWM (peak) | RSS per stream | time to open all |\n|---|---|---|---|---|---|"
+    );
+    let idle = rss_kib(gateway_pid, "VmRSS:");
+    for (label, n, h2) in [
+        ("HTTP/1.1, 1 connection per stream", h1_n, None),
+        ("HTTP/2, 100 connections", 10_000, Some(100)),
+    ] {
+        if let Some((open, rss, hwm, setup)) = open_streams(http, token, gateway_pid, n, h2).await {
+            println!(
+                "| {label} | {open} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {setup:.1} s |",
+                rss as f64 / 1024.0,
+                hwm as f64 / 1024.0,
+                rss.saturating_sub(idle) as f64 / open.max(1) as f64
+            );
+        }
+        // Let the gateway notice the departures and cancel the model streams.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
