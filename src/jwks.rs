@@ -331,7 +331,7 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, FetchError> {
     let http = |e: reqwest::Error| FetchError::Http {
         url: crate::config::redact_url(url),
-        message: error_chain(&e),
+        message: crate::telemetry::error_chain(&e),
     };
     let mut resp = client
         .get(url.clone())
@@ -363,18 +363,6 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
         url: crate::config::redact_url(url),
         message: e.to_string(),
     })
-}
-
-/// reqwest's Display hides the cause ("error sending request"); show the chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

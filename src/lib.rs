@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod models;
 pub mod prompts;
+pub mod pyjson;
 pub mod server;
 pub mod suggestions;
 pub mod systemd;

@@ -86,3 +86,16 @@ fn level_alias(level: &str) -> &'static str {
         _ => "info",
     }
 }
+
+/// An error with its whole `source()` chain, for log lines and error details:
+/// reqwest's own Display hides the cause ("error sending request").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

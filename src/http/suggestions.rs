@@ -30,6 +30,7 @@ use super::{
 use crate::{
     auth::Caller,
     models::{Family, ModelError, target::ModelMetadata},
+    pyjson::{self, Py},
     suggestions::{
         self, CompletionInput,
         generation::{self, GenerationInput},
@@ -500,49 +501,31 @@ fn event(name: &str, data: &str) -> String {
 }
 
 fn stream_start_data(prompt_name: &str, flags: &[String]) -> String {
-    let flags: Vec<String> = flags.iter().map(|f| py_str(f)).collect();
-    format!(
-        "{{\"metadata\": {{\"model\": {{\"engine\": \"agent\", \"name\": {}}}, \"timestamp\": {}, \"enabled_feature_flags\": [{}], \"region\": \"us-central1\"}}}}",
-        py_str(prompt_name),
-        unix_now(),
-        flags.join(", ")
-    )
+    pyjson::to_string(&Py::obj([(
+        "metadata",
+        Py::obj([
+            (
+                "model",
+                Py::obj([("engine", Py::str("agent")), ("name", Py::str(prompt_name))]),
+            ),
+            ("timestamp", Py::Int(unix_now())),
+            (
+                "enabled_feature_flags",
+                Py::List(flags.iter().map(|f| Py::str(f.as_str())).collect()),
+            ),
+            ("region", Py::str("us-central1")),
+        ]),
+    )]))
 }
 
 fn content_chunk_data(text: &str) -> String {
-    format!(
-        "{{\"choices\": [{{\"delta\": {{\"content\": {}}}, \"index\": 0}}]}}",
-        py_str(text)
-    )
-}
-
-/// A JSON string as Python's `json.dumps` writes it by default (`ensure_ascii`:
-/// every non-ASCII character as a `\uXXXX` escape, UTF-16 surrogate pairs beyond the BMP).
-fn py_str(s: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            // Python escapes everything outside printable ASCII, DEL included.
-            c if !(' '..='~').contains(&c) => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{u:04x}");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    pyjson::to_string(&Py::obj([(
+        "choices",
+        Py::List(vec![Py::obj([
+            ("delta", Py::obj([("content", Py::str(text))])),
+            ("index", Py::Int(0)),
+        ])]),
+    )]))
 }
 
 #[cfg(test)]
@@ -551,11 +534,6 @@ mod tests {
 
     #[test]
     fn python_json_strings() {
-        assert_eq!(py_str("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
-        assert_eq!(
-            py_str("é€😀\u{1}\u{7f}"),
-            r#""\u00e9\u20ac\ud83d\ude00\u0001\u007f""#
-        );
         assert_eq!(
             content_chunk_data("x = 1\n"),
             r#"{"choices": [{"delta": {"content": "x = 1\n"}, "index": 0}]}"#

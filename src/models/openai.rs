@@ -142,7 +142,7 @@ impl OpenAiCompatible {
                 Ok(Err(e)) => {
                     return Err(ModelError::Connect {
                         endpoint,
-                        message: error_chain(&e),
+                        message: crate::telemetry::error_chain(&e),
                     });
                 }
             }
@@ -177,7 +177,7 @@ async fn read_limited(
     loop {
         match tokio::time::timeout(timeout, resp.chunk()).await {
             Err(_) => return Err("timed out reading the body".into()),
-            Ok(Err(e)) => return Err(error_chain(&e)),
+            Ok(Err(e)) => return Err(crate::telemetry::error_chain(&e)),
             Ok(Ok(None)) => return Ok(body),
             Ok(Ok(Some(chunk))) => {
                 if body.len() + chunk.len() > limit {
@@ -210,17 +210,6 @@ fn truncate(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn role(r: Role) -> &'static str {

@@ -33,8 +33,8 @@ pub fn estimate_tokens(s: &str) -> u64 {
 }
 
 /// Keeps at most `tokens` worth of the end of `s` (on a char boundary).
-fn keep_end(s: &str, tokens: u64) -> &str {
-    let max = (tokens * 3) as usize;
+pub(crate) fn keep_end(s: &str, tokens: u64) -> &str {
+    let max = usize::try_from(tokens.saturating_mul(3)).unwrap_or(usize::MAX);
     if s.len() <= max {
         return s;
     }
@@ -47,7 +47,7 @@ fn keep_end(s: &str, tokens: u64) -> &str {
 
 /// Keeps at most `tokens` worth of the start of `s` (on a char boundary).
 fn keep_start(s: &str, tokens: u64) -> &str {
-    let max = (tokens * 3) as usize;
+    let max = usize::try_from(tokens.saturating_mul(3)).unwrap_or(usize::MAX);
     if s.len() <= max {
         return s;
     }

@@ -131,19 +131,6 @@ pub fn prompt_name(family: &Family) -> String {
 /// Tokens kept free for our instructions and the chat template.
 const OVERHEAD_TOKENS: u64 = 512;
 
-/// Keeps the end of `s` within `tokens` (on a char boundary).
-fn keep_end(s: &str, tokens: u64) -> &str {
-    let max = usize::try_from(tokens.saturating_mul(3)).unwrap_or(usize::MAX);
-    if s.len() <= max {
-        return s;
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
 fn system_text(language: &str, file_name: &str, unable_marker: bool) -> String {
     let mut s = format!(
         "You write {language} code inside a developer's editor, in the file `{file_name}`. \
@@ -173,7 +160,7 @@ pub fn build(family: &Family, input: &GenerationInput, timeout: Duration) -> Cha
     let above = input
         .enhancer_text("trimmed_content_above_cursor")
         .unwrap_or_else(|| input.prefix.clone());
-    let prefix = keep_end(&above, budget);
+    let prefix = super::completion::keep_end(&above, budget);
     let fenced = input.fenced_prefix(prefix);
     let user_instruction = input
         .enhancer_text("user_instruction")
