@@ -3,8 +3,6 @@
 //! the language server use (`prompt_version` 1-3 envelope; JSON answer, or
 //! raw text deltas when `stream` is true).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::{
     Extension, Json,
     body::{Body, Bytes},
@@ -16,7 +14,12 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{HttpState, error::ApiError, parse_json};
+use super::{
+    HttpState,
+    error::ApiError,
+    generations::{too_long, unix_now},
+    parse_json,
+};
 use crate::{
     auth::Caller,
     models::target::ModelMetadata,
@@ -74,10 +77,6 @@ pub struct CompletionsRequest {
     context: Option<Vec<ContextItem>>,
     #[serde(default)]
     telemetry: Option<Vec<Value>>,
-}
-
-fn too_long(field: &str, max: usize) -> ApiError {
-    ApiError::Validation(format!("{field}: must have at most {max} characters"))
 }
 
 impl CompletionsRequest {
@@ -155,13 +154,6 @@ impl CompletionsRequest {
             )),
         }
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `x-gitlab-enabled-feature-flags`, as a list.
@@ -264,7 +256,7 @@ pub async fn code_completions(
         },
         "experiments": [],
         "object": "text_completion",
-        "created": now(),
+        "created": unix_now(),
         "choices": choices,
         "metadata": {"enabled_feature_flags": feature_flags(&headers)},
     }))
