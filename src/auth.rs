@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use crate::{
     jwks::{Issuer, JwksCache},
     keys::VerifyKey,
+    token_cache::{self, KeySets, VerifiedTokens},
 };
 
 /// Tokens larger than this are refused before any parsing.
@@ -87,7 +88,7 @@ impl Claims {
 pub struct Caller {
     /// Set in the troubleshooting bypass modes: every permission, no claims.
     pub debug: bool,
-    pub claims: Option<Claims>,
+    pub claims: Option<Arc<Claims>>,
     /// `X-Gitlab-Global-User-Id` as sent.
     pub global_user_id: Option<String>,
 }
@@ -131,6 +132,7 @@ pub struct Authenticator {
     issuers: Vec<Arc<Issuer>>,
     jwks: Arc<JwksCache>,
     validation: Validation,
+    verified: VerifiedTokens,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -156,6 +158,7 @@ impl Authenticator {
             issuers,
             jwks,
             validation,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -212,10 +215,36 @@ impl Authenticator {
         })
     }
 
-    async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// The key sets a verification uses now (ours, then each issuer's).
+    fn key_sets(&self) -> KeySets {
+        let mut sets = Vec::with_capacity(1 + self.issuers.len());
+        sets.push(self.local.load_full());
+        sets.extend(self.issuers.iter().map(|i| i.keys()));
+        sets
+    }
+
+    async fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Forbidden);
         }
+        if self.settings.bypass_signature {
+            return self.verify_uncached(token).await.map(Arc::new);
+        }
+        let key = token_cache::digest(token);
+        let sets = self.key_sets();
+        let now = jsonwebtoken::get_current_timestamp() as f64;
+        let leeway = LEEWAY_SECS as f64;
+        if let Some(claims) = self.verified.get(&key, &sets, now, leeway) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_uncached(token).await?);
+        // Remembered against the key sets read before verifying: if a refresh
+        // landed meanwhile, the entry simply misses next time.
+        self.verified.insert(key, claims.clone(), sets, now, leeway);
+        Ok(claims)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Forbidden)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Forbidden);
@@ -388,9 +417,9 @@ mod tests {
     fn scopes_and_disallowed_issuers() {
         let caller = Caller {
             debug: false,
-            claims: Some(claims(
+            claims: Some(Arc::new(claims(
                 serde_json::json!({"iss": "gitlab-ai-gateway", "scopes": ["complete_code"]}),
-            )),
+            ))),
             global_user_id: None,
         };
         assert!(caller.can("complete_code", None));

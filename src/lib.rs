@@ -22,5 +22,6 @@ pub mod suggestions;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod token_cache;
 pub mod tokens;
 pub mod trust;

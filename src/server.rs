@@ -23,7 +23,7 @@ use crate::{
     config::{Config, SecretSource, ServiceAuth},
     grpc::{self, GateLayer, WorkflowService},
     health::Health,
-    http::{DocsSettings, HttpState},
+    http::{DocsSettings, HttpContext},
     jwks::{JwksCache, JwksTiming},
     keys::LocalKeys,
     listener::{self, Protocol},
@@ -293,7 +293,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
 
     // Applications.
     let http_app = crate::http::router(
-        HttpState {
+        HttpContext {
             auth: gateway_auth.clone(),
             tokens: gateway_tokens.clone(),
             metrics: gateway_metrics.clone(),

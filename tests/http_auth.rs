@@ -1189,3 +1189,49 @@ async fn garbage_on_the_wire_does_not_stop_the_gateway() {
     }
     assert_still_serving(&gw).await;
 }
+
+/// An accepted token is remembered (one RSA verification per token), but the
+/// memory never outlives the key: once GitLab drops the key from its JWKS
+/// the same token is refused, and header binding is checked on every request.
+#[tokio::test]
+async fn remembered_token_is_refused_once_its_key_is_withdrawn() {
+    let (gitlab, gw) = gateway_with_gitlab(GatewayBuilder::new()).await;
+    let token = gitlab_key().rails_token(json!({}));
+    for _ in 0..3 {
+        let r = call(&gw, Method::POST, MINT, &rails_headers(&token)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Same (remembered) token, headers that do not match its claims.
+    let mut wrong_realm = rails_headers(&token);
+    for (k, v) in wrong_realm.iter_mut() {
+        if *k == "x-gitlab-realm" {
+            *v = "saas".into();
+        }
+    }
+    let r = call(&gw, Method::POST, MINT, &wrong_realm).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, r#"{"error":"Header mismatch 'X-Gitlab-Realm'"}"#)
+    );
+
+    // GitLab rotates the old key out; a token with the new kid makes the
+    // gateway fetch the new key set early.
+    gitlab.set_keys(vec![other_key().jwk()]);
+    // Early refreshes are rate limited per issuer: retry until it lands.
+    let fresh = other_key().rails_token(json!({}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call(&gw, Method::POST, MINT, &rails_headers(&fresh))
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "new key never fetched:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = call(&gw, Method::POST, MINT, &rails_headers(&token)).await;
+    assert_eq!((r.status, r.body.as_str()), (401, FORBIDDEN));
+}

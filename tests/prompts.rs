@@ -190,6 +190,50 @@ async fn test_connection_uses_the_encoded_slash_and_reports_421() {
     assert!(!text.contains("sk-test-model-key"));
 }
 
+/// A model server that fails once and then recovers: a non-streamed prompt
+/// invocation is tried again (upstream: 4 attempts, 3 s / 9 s / 27 s apart)
+/// and answers; the "Test connection" check is never retried; a status that
+/// is not transient (400) is not retried either.
+#[tokio::test]
+async fn transient_model_failures_are_retried_except_for_the_connection_check() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let (gw, admin_token) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["explain_code"]);
+    let flaky = MockModel::start(&["--fault", "500", "--fault-times", "1"]);
+    let body = json!({"inputs": explain_inputs("MOCK_REPLY: Recovered."), "stream": false,
+                      "model_metadata": meta(&flaky.endpoint(), "mistral")});
+    let start = std::time::Instant::now();
+    let resp = post(&gw, &token, "/v2/prompts/chat/explain_code", &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["content"], "Recovered.");
+    assert_eq!(flaky.requests().await.len(), 2, "one failure, one retry");
+    assert!(start.elapsed() >= std::time::Duration::from_secs(3));
+
+    // The connection check reports the first failure at once.
+    let flaky = MockModel::start(&["--fault", "500", "--fault-times", "1"]);
+    let check = json!({"inputs": {}, "model_metadata": meta(&flaky.endpoint(), "llama3")});
+    let (status, d) = detail(
+        post(
+            &gw,
+            &admin_token,
+            "/v1/prompts/model_configuration%2Fcheck",
+            &check,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, d.as_str()), (421, "500: Internal Server Error"));
+    assert_eq!(flaky.requests().await.len(), 1);
+
+    // 429 is the model server's own rate limit, not a transient failure here.
+    let limited = MockModel::start(&["--fault", "429", "--fault-times", "1"]);
+    let body = json!({"inputs": explain_inputs("x"), "stream": false,
+                      "model_metadata": meta(&limited.endpoint(), "mistral")});
+    let (status, _) = detail(post(&gw, &token, "/v2/prompts/chat/explain_code", &body).await).await;
+    assert_eq!(status, 421);
+    assert_eq!(limited.requests().await.len(), 1);
+}
+
 #[tokio::test]
 async fn every_error_of_the_table() {
     let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;

@@ -45,6 +45,10 @@ struct Cli {
     listen: SocketAddr,
     #[command(flatten)]
     knobs: knobs::Knobs,
+    /// With `--fault`: inject it into the first N model requests only, then
+    /// answer normally (a model server that recovers; retry tests).
+    #[arg(long, env = "AIGW_MOCK_FAULT_TIMES")]
+    fault_times: Option<u64>,
     /// How many requests `GET /_mock/requests` keeps (0: none).
     #[arg(long, env = "AIGW_MOCK_RECORD", default_value_t = 100)]
     record: usize,
@@ -136,6 +140,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let state = Arc::new(routes::AppState {
         defaults: cli.knobs,
+        fault_budget: cli.fault_times.map(std::sync::atomic::AtomicU64::new),
         observe: Arc::new(observe::Observe::new(cli.record)),
     });
     let app = routes::router(state);

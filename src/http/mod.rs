@@ -52,9 +52,19 @@ const PUBLIC_PATHS: &[&str] = &[
     "/v1/models/definitions",
 ];
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need; one `Arc` to clone per extraction.
 #[derive(Clone)]
-pub struct HttpState {
+pub struct HttpState(Arc<HttpContext>);
+
+impl std::ops::Deref for HttpState {
+    type Target = HttpContext;
+    fn deref(&self) -> &HttpContext {
+        &self.0
+    }
+}
+
+/// The services behind [`HttpState`].
+pub struct HttpContext {
     pub auth: Arc<Authenticator>,
     pub tokens: Arc<TokenAuthority>,
     pub metrics: GatewayMetrics,
@@ -76,10 +86,11 @@ pub struct DocsSettings {
 }
 
 /// Builds the whole HTTP application.
-pub fn router(mut state: HttpState, docs: &DocsSettings) -> Result<Router, String> {
+pub fn router(mut context: HttpContext, docs: &DocsSettings) -> Result<Router, String> {
     let mut public = Vec::new();
     let docs_router = docs::router(docs, &mut public)?;
-    state.public_paths = Arc::new(public);
+    context.public_paths = Arc::new(public);
+    let state = HttpState(Arc::new(context));
 
     let api = Router::new()
         .route("/monitoring/healthz", get(monitoring::healthz))

@@ -15,6 +15,8 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -85,6 +87,16 @@ enum Api {
     V1,
     V2,
 }
+
+/// Waits between the attempts of a non-streamed invocation (4 attempts in
+/// all, as upstream).
+const RETRY_WAITS: [Duration; 3] = [
+    Duration::from_secs(3),
+    Duration::from_secs(9),
+    Duration::from_secs(27),
+];
+/// The prompt behind the admin's "Test connection" button.
+const CONNECTION_CHECK: &str = "model_configuration/check";
 
 pub async fn invoke_v1(
     state: State<HttpState>,
@@ -216,9 +228,16 @@ async fn invoke(
             .into_response());
     }
 
+    // Upstream retries non-streamed invocations on transient model failures;
+    // the administrator's "Test connection" check is answered at once instead.
+    let waits: &[Duration] = if prompt_id == CONNECTION_CHECK {
+        &[]
+    } else {
+        &RETRY_WAITS
+    };
     let completion = state
         .models
-        .chat(&target, &request, feature)
+        .chat_retrying(&target, &request, feature, waits)
         .await
         .map_err(ApiError::ModelFailed)?;
     Ok(match api {

@@ -153,6 +153,20 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// Worth another attempt: the server could not be reached, or said it
+    /// failed or is overloaded for now (500, 502, 503, 504, 529). Timeouts are
+    /// not: the caller has already waited the whole budget once.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Connect { .. }
+                | ModelError::Status {
+                    status: 500 | 502 | 503 | 504 | 529,
+                    ..
+                }
+        )
+    }
+
     /// A short label for metrics (`error_type`).
     pub fn kind(&self) -> &'static str {
         match self {

@@ -109,15 +109,20 @@ impl OpenAiCompatible {
         body: &Value,
         timeout: Duration,
     ) -> Result<reqwest::Response, ModelError> {
-        let url = format!("{}/{path}", target.api_base.as_str().trim_end_matches('/'));
+        // Built from the already parsed base: no second parse (and IDNA pass) per call.
+        let mut url = target.api_base.clone();
+        let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+        url.set_path(&joined);
         let endpoint = target.endpoint_host();
         let client = self.client.load_full();
         let mut attempt = 0;
         let resp = loop {
             attempt += 1;
-            let request = client
-                .post(&url)
-                .headers(self.extra_headers.clone())
+            let mut request = client.post(url.clone());
+            if !self.extra_headers.is_empty() {
+                request = request.headers(self.extra_headers.clone());
+            }
+            let request = request
                 .bearer_auth(target.api_key.expose())
                 .json(body)
                 .send();

@@ -73,6 +73,31 @@ impl ModelService {
     }
 
     /// One non-streamed chat call.
+    /// [`chat`](Self::chat), tried again after each of `waits` while the
+    /// failure is transient ([`ModelError::is_transient`]). Every attempt is
+    /// measured on its own.
+    pub async fn chat_retrying(
+        &self,
+        target: &ModelTarget,
+        request: &ChatRequest,
+        feature: Feature,
+        waits: &[Duration],
+    ) -> Result<Completion, ModelError> {
+        let mut waits = waits.iter();
+        loop {
+            match self.chat(target, request, feature).await {
+                Err(e) if e.is_transient() => match waits.next() {
+                    Some(wait) => {
+                        tracing::info!(error = %e, wait_s = wait.as_secs_f64(), "transient model failure, retrying");
+                        tokio::time::sleep(*wait).await;
+                    }
+                    None => return Err(e),
+                },
+                other => return other,
+            }
+        }
+    }
+
     pub async fn chat(
         &self,
         target: &ModelTarget,

@@ -27,6 +27,15 @@ use serde_json::json;
 
 const RUN_FOR: Duration = Duration::from_secs(5);
 
+/// `AIGW_BENCH_ONLY=model,streams` runs only the named sections (startup,
+/// token, model, throughput, paced, streams); unset runs them all.
+fn section(name: &str) -> bool {
+    match std::env::var("AIGW_BENCH_ONLY") {
+        Ok(only) if !only.trim().is_empty() => only.split(',').any(|s| s.trim() == name),
+        _ => true,
+    }
+}
+
 fn bench_binary() -> PathBuf {
     std::env::var("AIGW_BENCH_BIN")
         .map(PathBuf::from)
@@ -85,6 +94,10 @@ fn start(gitlab_url: &str) -> Started {
         if let Some(v) = v {
             cmd.env(k, v);
         }
+    }
+    // Allocator experiments (`MIMALLOC_PURGE_DELAY=...`) reach the gateway.
+    for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")) {
+        cmd.env(k, v);
     }
     let t0 = Instant::now();
     let child = cmd
@@ -245,7 +258,7 @@ fn main() {
 
         // Startup: ten cold starts.
         let mut starts = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..if section("startup") { 10 } else { 0 } {
             let mut s = start(&gitlab.url);
             starts.push(s.ready_after);
             let _ = s.child.kill();
@@ -269,25 +282,31 @@ fn main() {
 
         println!("## aigw benchmarks\n");
         println!("binary: `{}`  \n`{file}`  \nsize: {:.1} MB ({size} bytes)\n", bin.display(), size as f64 / 1e6);
-        println!("| metric | value |\n|---|---|");
-        println!("| exec -> READY=1, median of 10 | {:.1} ms |", starts[5].as_secs_f64() * 1000.0);
-        println!("| exec -> READY=1, max of 10 | {:.1} ms |", starts[9].as_secs_f64() * 1000.0);
-        println!("| idle RSS, both services, 1 s after READY | {:.1} MiB |\n", idle_rss as f64 / 1024.0);
-
-        println!("| endpoint | concurrency | requests | errors | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|");
-        for conc in [1, 64, 1024] {
-            let r = http_load(&http_url, &token, conc).await;
-            println!("| HTTP POST /v1/code/user_access_token | {conc} | {} | {} | {:.0} | {:.3} | {:.3} |", r.requests, r.errors, r.rps, r.p50_ms, r.p99_ms);
+        if section("startup") {
+            println!("| metric | value |\n|---|---|");
+            println!("| exec -> READY=1, median of 10 | {:.1} ms |", starts[5].as_secs_f64() * 1000.0);
+            println!("| exec -> READY=1, max of 10 | {:.1} ms |", starts[9].as_secs_f64() * 1000.0);
+            println!("| idle RSS, both services, 1 s after READY | {:.1} MiB |\n", idle_rss as f64 / 1024.0);
         }
-        let grpc_url = format!("http://{}", gw.grpc);
-        for conc in [1, 64, 1024] {
-            let r = grpc_load(&grpc_url, &token, conc).await;
-            println!("| gRPC GenerateToken | {conc} | {} | {} | {:.0} | {:.3} | {:.3} |", r.requests, r.errors, r.rps, r.p50_ms, r.p99_ms);
-        }
-        println!("\nRSS after the load runs: {:.1} MiB", rss_kib(gw.child.id()) as f64 / 1024.0);
 
-        model_overhead::run(&gw.http, &token, RUN_FOR).await;
-        model_overhead::streams_section(&gw.http, &token, gw.child.id()).await;
+        if section("token") {
+            println!("| endpoint | concurrency | requests | errors | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|");
+            for conc in [1, 64, 1024] {
+                let r = http_load(&http_url, &token, conc).await;
+                println!("| HTTP POST /v1/code/user_access_token | {conc} | {} | {} | {:.0} | {:.3} | {:.3} |", r.requests, r.errors, r.rps, r.p50_ms, r.p99_ms);
+            }
+            let grpc_url = format!("http://{}", gw.grpc);
+            for conc in [1, 64, 1024] {
+                let r = grpc_load(&grpc_url, &token, conc).await;
+                println!("| gRPC GenerateToken | {conc} | {} | {} | {:.0} | {:.3} | {:.3} |", r.requests, r.errors, r.rps, r.p50_ms, r.p99_ms);
+            }
+            println!("\nRSS after the load runs: {:.1} MiB", rss_kib(gw.child.id()) as f64 / 1024.0);
+        }
+
+        model_overhead::run(&gw.http, &token, RUN_FOR, section).await;
+        if section("streams") {
+            model_overhead::streams_section(&gw.http, &token, gw.child.id()).await;
+        }
         unsafe {
             libc::kill(gw.child.id() as i32, libc::SIGTERM);
         }

@@ -37,6 +37,8 @@ const MAX_FULL_TOKENS: u64 = 1_000_000;
 
 pub struct AppState {
     pub defaults: Knobs,
+    /// `--fault-times`: how many more requests get the process-wide fault.
+    pub fault_budget: Option<std::sync::atomic::AtomicU64>,
     pub observe: Arc<Observe>,
 }
 
@@ -136,7 +138,11 @@ async fn chat(State(s): Shared, req: Request) -> Response {
     let r = &got.request;
     let (script, _) = r.last_user();
     let knobs = match Overrides::from_directives(&script) {
-        Ok(d) => s.defaults.with(&d).with(&got.headers),
+        Ok(d) => budgeted(
+            &s,
+            s.defaults.with(&d).with(&got.headers),
+            d.fault.or(got.headers.fault).is_some(),
+        ),
         Err(e) => return bad_request(e),
     };
     let answer = Answer {
@@ -155,7 +161,11 @@ async fn completions(State(s): Shared, req: Request) -> Response {
     };
     let r = &got.request;
     let knobs = match Overrides::from_directives(&r.script_text()) {
-        Ok(d) => s.defaults.with(&d).with(&got.headers),
+        Ok(d) => budgeted(
+            &s,
+            s.defaults.with(&d).with(&got.headers),
+            d.fault.or(got.headers.fault).is_some(),
+        ),
         Err(e) => return bad_request(e),
     };
     let answer = Answer {
@@ -192,6 +202,22 @@ async fn wait_latency(knobs: &Knobs) {
     if knobs.latency_ms > 0 {
         tokio::time::sleep(knobs.latency()).await;
     }
+}
+
+/// The process-wide fault, while `--fault-times` allows it. Faults scripted
+/// per request are always applied.
+fn budgeted(s: &AppState, mut k: Knobs, scripted: bool) -> Knobs {
+    if !scripted
+        && k.fault.is_some()
+        && let Some(budget) = &s.fault_budget
+    {
+        use std::sync::atomic::Ordering;
+        let left = budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left.is_err() {
+            k.fault = None;
+        }
+    }
+    k
 }
 
 async fn respond(s: &AppState, knobs: &Knobs, a: Answer) -> Response {
