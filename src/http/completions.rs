@@ -171,10 +171,25 @@ pub fn feature_flags(headers: &HeaderMap) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The feature flags header, read without cloning the whole header map (as
+/// a `HeaderMap` argument would).
+pub struct FeatureFlags(pub Vec<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FeatureFlags {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(FeatureFlags(feature_flags(&parts.headers)))
+    }
+}
+
 pub async fn code_completions(
     State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    FeatureFlags(flags): FeatureFlags,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     // Gateway-issued tokens may call this route: it is the IDE direct-access path.
@@ -258,7 +273,7 @@ pub async fn code_completions(
         "object": "text_completion",
         "created": unix_now(),
         "choices": choices,
-        "metadata": {"enabled_feature_flags": feature_flags(&headers)},
+        "metadata": {"enabled_feature_flags": flags},
     }))
     .into_response())
 }

@@ -9,14 +9,14 @@ use axum::{
     Extension, Json,
     body::{Body, Bytes},
     extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, header},
+    http::header,
     response::{IntoResponse, Response},
 };
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{HttpState, completions::feature_flags, error::ApiError, parse_json};
+use super::{HttpState, completions::FeatureFlags, error::ApiError, parse_json};
 use crate::{
     auth::Caller,
     models::{ChatRequest, Message, ModelError, Role, target::ModelMetadata},
@@ -232,7 +232,7 @@ pub(super) fn raw_text_stream(
 pub async fn code_generations(
     State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    FeatureFlags(flags): FeatureFlags,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     if !caller.can("generate_code", Some(state.tokens.service_name())) {
@@ -315,7 +315,7 @@ pub async fn code_generations(
         "object": "text_completion",
         "created": unix_now(),
         "choices": choices,
-        "metadata": {"enabled_feature_flags": feature_flags(&headers)},
+        "metadata": {"enabled_feature_flags": flags},
     }))
     .into_response())
 }

@@ -192,7 +192,11 @@ fn request_id(req: &Request) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+            // A random id from the thread-local generator (reseeded from the
+            // OS): no getrandom system call per request.
+            let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+            let mut buf = uuid::Uuid::encode_buffer();
+            HeaderValue::from_str(id.simple().encode_lower(&mut buf))
                 .unwrap_or(HeaderValue::from_static("unknown"))
         })
 }

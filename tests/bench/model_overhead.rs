@@ -426,6 +426,19 @@ fn nofile_limit() -> u64 {
     }
 }
 
+/// What [`open_streams`] saw (RSS figures in KiB).
+pub struct OpenStreams {
+    pub open: usize,
+    /// VmRSS one second after the last stream opened.
+    pub rss: u64,
+    /// VmRSS 16 s after the last stream opened, all streams still open.
+    pub steady: u64,
+    /// VmHWM: the peak.
+    pub hwm: u64,
+    /// Seconds until every stream had its first delta.
+    pub setup: f64,
+}
+
 /// Opens `n` streaming completions through the gateway (the mock paces them
 /// out over minutes), waits until each has its first delta, then reads the
 /// gateway's RSS. `h2_conns`: `None` = one HTTP/1.1 connection per stream;
@@ -436,7 +449,7 @@ pub async fn open_streams(
     gateway_pid: u32,
     n: usize,
     h2_conns: Option<usize>,
-) -> Option<(usize, u64, u64, f64)> {
+) -> Option<OpenStreams> {
     let mock = MockModel::start(&["--record", "0"]);
     let body = rails_completion(
         &mock.endpoint(),
@@ -505,6 +518,10 @@ pub async fn open_streams(
     let setup = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = rss_kib(gateway_pid, "VmRSS:");
+    // Steady state: the allocator hands memory freed after the ramp-up back
+    // to the OS after its purge delay (mimalloc: up to 10 s for arenas).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let steady = rss_kib(gateway_pid, "VmRSS:");
     let hwm = rss_kib(gateway_pid, "VmHWM:");
     stop.notify_waiters();
     for t in tasks {
@@ -513,7 +530,13 @@ pub async fn open_streams(
     if failed > 0 {
         println!("({failed} of {n} streams failed to open)");
     }
-    Some((open, rss, hwm, setup))
+    Some(OpenStreams {
+        open,
+        rss,
+        steady,
+        hwm,
+        setup,
+    })
 }
 
 /// The 10,000-streams section of BENCHMARKS.md.
@@ -530,13 +553,14 @@ pub async fn streams_section(http: &str, token: &str, gateway_pid: u32) {
     let h1_n = target.min((limit.saturating_sub(100) / 2) as usize);
     println!(
         "Streaming completions held open (mock: one token every 2 s), each counted once its first delta arrived; \
-         RSS read from `/proc/<gateway>/status` one second later. RLIMIT_NOFILE here: {limit} (the hard limit; this container \
+         RSS read from `/proc/<gateway>/status` one second later and again 15 s after that \
+         (all streams still open: the steady state, once the allocator has returned what the ramp-up freed). RLIMIT_NOFILE here: {limit} (the hard limit; this container \
          cannot raise it), so HTTP/1.1 clients (2 sockets per stream in the gateway) fit {h1_n} streams; the 10,000 row \
          multiplexes the clients over HTTP/2 (100 connections x 100 streams) and runs first, the model side stays one HTTP/1.1 \
          connection per stream.\n"
     );
     println!(
-        "| clients | streams open | gateway VmRSS | gateway VmHWM (peak) | RSS per stream | time to open all |\n|---|---|---|---|---|---|"
+        "| clients | streams open | gateway VmRSS, +1 s | gateway VmRSS, +16 s (steady) | gateway VmHWM (peak) | steady RSS per stream | time to open all |\n|---|---|---|---|---|---|---|"
     );
     let idle = rss_kib(gateway_pid, "VmRSS:");
     // The HTTP/2 row (the one that fits 10,000 here) runs first, so its
@@ -549,12 +573,15 @@ pub async fn streams_section(http: &str, token: &str, gateway_pid: u32) {
         if h2.is_none() && std::env::var("AIGW_BENCH_H1").is_ok_and(|v| v == "0") {
             continue;
         }
-        if let Some((open, rss, hwm, setup)) = open_streams(http, token, gateway_pid, n, h2).await {
+        if let Some(o) = open_streams(http, token, gateway_pid, n, h2).await {
             println!(
-                "| {label} | {open} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {setup:.1} s |",
-                rss as f64 / 1024.0,
-                hwm as f64 / 1024.0,
-                rss.saturating_sub(idle) as f64 / open.max(1) as f64
+                "| {label} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.1} s |",
+                o.open,
+                o.rss as f64 / 1024.0,
+                o.steady as f64 / 1024.0,
+                o.hwm as f64 / 1024.0,
+                o.steady.saturating_sub(idle) as f64 / o.open.max(1) as f64,
+                o.setup
             );
         }
         // Let the gateway notice the departures and cancel the model streams.
