@@ -799,3 +799,86 @@ pub async fn gateway_with_models(gitlab: &FakeGitLab, extra: &[(&str, &str)]) ->
     wait_until_accepted(&gw, &token).await;
     (gw, token)
 }
+
+/// A TLS front for a plain loopback server (the mock model): terminates TLS
+/// with `ca`'s `localhost` certificate, optionally demanding a client
+/// certificate signed by the same CA, and relays bytes to `backend`. Counts
+/// the handshakes that completed, and those that presented a client certificate.
+pub struct TlsFront {
+    pub addr: SocketAddr,
+    pub handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    pub with_client_cert: Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    pub async fn start(ca: &TestCa, backend: SocketAddr, require_client_cert: bool) -> Self {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        install_provider();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(ca.key_pem.as_bytes()).unwrap();
+        let builder = rustls::ServerConfig::builder();
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .unwrap(),
+            )
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut cfg = builder.with_single_cert(certs, key).unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let with_client_cert = Arc::new(AtomicUsize::new(0));
+        let (h, c) = (handshakes.clone(), with_client_cert.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, h, c) = (acceptor.clone(), h.clone(), c.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    h.fetch_add(1, Ordering::SeqCst);
+                    if tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|p| !p.is_empty())
+                    {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            handshakes,
+            with_client_cert,
+            _task: task,
+        }
+    }
+
+    /// The OpenAI-compatible base URL, by name so the certificate matches.
+    pub fn endpoint(&self) -> String {
+        format!("https://localhost:{}/v1", self.addr.port())
+    }
+}
