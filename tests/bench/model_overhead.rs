@@ -173,16 +173,36 @@ pub fn rails_completion(endpoint: &str, stream: bool, directives: &str) -> Value
     })
 }
 
+/// A Duo Chat question as Rails sends it for a self-hosted model; the mock
+/// answers with a one-step ReAct final answer of 24 words, streamed word by word.
+pub fn rails_chat(endpoint: &str) -> Value {
+    json!({
+        "messages": [{
+            "role": "user",
+            "content": "How do I require approvals? MOCK_REPLY: Thought: I know this.\\nFinal Answer: \
+                Open the project settings, choose merge requests, add an approval rule for the default \
+                branch, set two required approvals and save the rule.",
+            "context": null, "current_file": null, "additional_context": []
+        }],
+        "model_metadata": {"provider": "openai", "name": "mistral", "endpoint": endpoint,
+                           "api_key": "sk-bench", "identifier": "custom_openai/Mistral-7B"},
+        "unavailable_resources": ["Pipelines", "Vulnerabilities"],
+    })
+}
+
 fn gateway_probe(http: &str, token: &str, body: &Value) -> Probe {
+    let path = if body.get("messages").is_some() {
+        "/v2/chat/agent"
+    } else {
+        "/v2/code/completions"
+    };
     let mut headers: Vec<(String, String)> = rails_headers(token)
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
     headers.push(("content-type".into(), "application/json".into()));
     Probe {
-        uri: format!("http://{http}/v2/code/completions")
-            .parse()
-            .unwrap(),
+        uri: format!("http://{http}{path}").parse().unwrap(),
         headers,
         body: Bytes::from(body.to_string()),
     }
@@ -240,7 +260,10 @@ fn row(name: &str, conc: usize, d: &Stats, g: &Stats, streaming: bool) {
 
 /// The model-overhead sections of BENCHMARKS.md.
 pub async fn run(http: &str, token: &str, run_for: Duration, section: fn(&str) -> bool) {
-    if !["model", "throughput", "paced"].iter().any(|s| section(s)) {
+    if !["model", "chat", "throughput", "paced"]
+        .iter()
+        .any(|s| section(s))
+    {
         return;
     }
     let mock = MockModel::start(&["--record", "0"]);
@@ -264,11 +287,55 @@ pub async fn run(http: &str, token: &str, run_for: Duration, section: fn(&str) -
         )
         .await;
     }
+    if section("chat") {
+        chat(http, token, &mock, run_for).await;
+    }
     if section("paced") {
         paced(http, token, &mock, run_for).await;
     }
     if section("throughput") {
         throughput(&direct_plain, &gw_plain).await;
+    }
+}
+
+/// A streaming Duo Chat answer (`/v2/chat/agent`, NDJSON) vs the same
+/// streamed chat completion straight from the mock.
+async fn chat(http: &str, token: &str, mock: &MockModel, run_for: Duration) {
+    println!("\n### Added latency: a streaming Duo Chat answer\n");
+    println!(
+        "`POST /v2/chat/agent` as Rails sends it (self-hosted Mistral), the mock streaming a 24-word ReAct final answer at once; \
+         direct = the streamed `/v1/chat/completions` request the gateway makes, replayed. First = first answer bytes \
+         (gateway: the first `final_answer_delta` line); whole = the complete stream (gateway: through the `usage` line). \
+         {} s per cell.\n",
+        run_for.as_secs()
+    );
+    println!(
+        "| concurrency | direct req/s | gateway req/s | direct first p50 / p99 ms | gateway first p50 / p99 ms | added first p50 / p99 ms | direct whole p50 / p99 ms | gateway whole p50 / p99 ms | added whole p50 / p99 ms | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let direct = captured_direct(http, token, rails_chat, mock).await;
+    let gw = gateway_probe(http, token, &rails_chat(&mock.endpoint()));
+    for conc in [1, 64, 1024] {
+        let d = load(&direct, conc, run_for).await;
+        let g = load(&gw, conc, run_for).await;
+        println!(
+            "| {conc} | {:.0} | {:.0} | {:.3} / {:.3} | {:.3} / {:.3} | **{:+.3} / {:+.3}** | {:.3} / {:.3} | {:.3} / {:.3} | **{:+.3} / {:+.3}** | {} |",
+            d.rps,
+            g.rps,
+            d.first_p50_ms,
+            d.first_p99_ms,
+            g.first_p50_ms,
+            g.first_p99_ms,
+            g.first_p50_ms - d.first_p50_ms,
+            g.first_p99_ms - d.first_p99_ms,
+            d.p50_ms,
+            d.p99_ms,
+            g.p50_ms,
+            g.p99_ms,
+            g.p50_ms - d.p50_ms,
+            g.p99_ms - d.p99_ms,
+            d.errors + g.errors
+        );
     }
 }
 
