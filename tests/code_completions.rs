@@ -415,3 +415,50 @@ async fn knobs_extra_headers_disable_streaming_body_limit_and_metrics() {
     assert!(metrics.contains("inference_request_duration_seconds_bucket"));
     assert!(!metrics.contains("sk-test"), "no key in metrics");
 }
+
+/// The model request timeout bounds each wait for the next streamed token,
+/// not the whole answer: a slow but steady stream completes, a stream that
+/// stalls is cut about one timeout after its last token.
+#[tokio::test]
+async fn the_stream_timeout_is_per_token_not_per_answer() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(
+        &gitlab,
+        &[("AIGW_CODE_SUGGESTIONS__MODEL_REQUEST_TIMEOUT", "1")],
+    )
+    .await;
+    // 5 tokens 400 ms apart: 2 s in all, twice the timeout.
+    let prefix = "# MOCK_TOKENS: 5\n# MOCK_INTER_TOKEN_MS: 400\ndef f():\n";
+    let mut body = rails_completion(&mock.endpoint(), prefix, "");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let resp = post(&gw, &token, "/v2/code/completions", &body).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("a steady stream completes");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(text.contains("tok4"), "{text}");
+
+    // Tokens 3 s apart: the stream is cut after the first one.
+    let prefix = "# MOCK_TOKENS: 5\n# MOCK_INTER_TOKEN_MS: 3000\ndef f():\n";
+    let mut body = rails_completion(&mock.endpoint(), prefix, "");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let resp = post(&gw, &token, "/v2/code/completions", &body).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.is_err(), "a stalled stream must not end cleanly");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2900),
+        "cut after {took:?}, not one timeout after the first token"
+    );
+    // And the gateway keeps serving.
+    let resp = post(
+        &gw,
+        &token,
+        "/v2/code/completions",
+        &rails_completion(&mock.endpoint(), "# MOCK_REPLY: ok\n", ""),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}

@@ -8,12 +8,13 @@
 //! in cost. Every wait is bounded by the request's timeout. Dropping a stream
 //! drops the upstream connection, which cancels the generation.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, pin::Pin, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use eventsource_stream::Eventsource;
 use futures_util::{StreamExt, stream};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, de::IgnoredAny};
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -347,6 +348,50 @@ struct StreamState<S> {
     tools: BTreeMap<u64, ToolCall>,
     pending: Vec<StreamEvent>,
     done: bool,
+    /// The idle timer: armed once and moved on only when it fires early,
+    /// instead of a new timer per event (`deadline` = last event + `idle`).
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+}
+
+/// The usual streamed chunk, read without building a JSON tree (one chunk
+/// per token). Anything it does not describe exactly (tool calls, a
+/// `message` instead of a `delta`, an unexpected type) makes it fail, and the
+/// chunk is read again as a [`Value`] by [`StreamState::absorb`].
+#[derive(Deserialize)]
+struct FastChunk<'a> {
+    #[serde(borrow)]
+    choices: Vec<FastChoice<'a>>,
+    #[serde(default)]
+    usage: Option<FastUsage>,
+}
+
+#[derive(Deserialize)]
+struct FastChoice<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<FastDelta<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct FastDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct FastUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
 }
 
 impl<S, E> StreamState<S>
@@ -370,15 +415,24 @@ where
             if self.done {
                 return None;
             }
-            let next = match tokio::time::timeout(self.idle, self.events.next()).await {
-                Err(_) => {
+            let next = tokio::select! {
+                biased;
+                n = self.events.next() => {
+                    self.deadline = tokio::time::Instant::now() + self.idle;
+                    n
+                }
+                () = &mut self.sleep => {
+                    if tokio::time::Instant::now() < self.deadline {
+                        let deadline = self.deadline;
+                        self.sleep.as_mut().reset(deadline);
+                        continue;
+                    }
                     self.done = true;
                     return Some(Err(ModelError::Timeout {
                         endpoint: self.endpoint.clone(),
                         seconds: self.idle.as_secs_f64(),
                     }));
                 }
-                Ok(n) => n,
             };
             match next {
                 None => {
@@ -404,6 +458,11 @@ where
                         self.finish();
                         continue;
                     }
+                    if let Ok(chunk) = serde_json::from_str::<FastChunk>(data)
+                        && self.absorb_fast(&chunk)
+                    {
+                        continue;
+                    }
                     let chunk: Value = match serde_json::from_str(data) {
                         Ok(v) => v,
                         Err(e) => {
@@ -415,6 +474,39 @@ where
                 }
             }
         }
+    }
+
+    /// [`absorb`](Self::absorb) for a [`FastChunk`], with the same outcome;
+    /// false (nothing taken) when the chunk needs the general reader.
+    fn absorb_fast(&mut self, chunk: &FastChunk) -> bool {
+        let choice = chunk.choices.first();
+        if choice.is_some_and(|c| {
+            (c.delta.is_none() && c.message.is_some())
+                || c.delta.as_ref().is_some_and(|d| d.tool_calls.is_some())
+        }) {
+            return false;
+        }
+        if let Some(u) = &chunk.usage {
+            self.usage = Some(Usage {
+                input_tokens: u.prompt_tokens.unwrap_or(0),
+                output_tokens: u.completion_tokens.unwrap_or(0),
+            });
+        }
+        let Some(choice) = choice else {
+            return true;
+        };
+        if let Some(reason) = &choice.finish_reason {
+            self.finish_reason = Some(reason.to_string());
+        }
+        let text = choice
+            .delta
+            .as_ref()
+            .and_then(|d| d.content.as_deref())
+            .or(choice.text.as_deref());
+        if let Some(t) = text {
+            self.pending.push(StreamEvent::Text(t.to_string()));
+        }
+        true
     }
 
     fn absorb(&mut self, chunk: &Value) {
@@ -551,6 +643,8 @@ impl ModelProvider for OpenAiCompatible {
             tools: BTreeMap::new(),
             pending: Vec::new(),
             done: false,
+            sleep: Box::pin(tokio::time::sleep(req.timeout)),
+            deadline: tokio::time::Instant::now() + req.timeout,
         };
         Ok(Box::pin(stream::unfold(state, |mut s| async move {
             s.next_event().await.map(|item| (item, s))
@@ -626,5 +720,63 @@ mod tests {
             "non-JSON (HTML) error page"
         );
         assert_eq!(error_message(b"plain"), "plain");
+    }
+
+    type Events = futures_util::stream::Empty<Result<eventsource_stream::Event, String>>;
+
+    fn state() -> StreamState<Events> {
+        StreamState {
+            events: futures_util::stream::empty(),
+            endpoint: "m:1".into(),
+            idle: Duration::from_secs(1),
+            finish_reason: None,
+            usage: None,
+            tools: BTreeMap::new(),
+            pending: Vec::new(),
+            done: false,
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
+            deadline: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The fast reader takes a chunk only when it reaches exactly what the
+    /// general one does; everything else goes to the general one.
+    #[tokio::test]
+    async fn fast_chunk_reader_agrees_with_the_general_one() {
+        let samples = [
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo \"q\" \u00e9"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+            r#"{"choices":[{"index":0,"text":" x","finish_reason":"length"}],"usage":{"prompt_tokens":null}}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":null},"text":"t"}]}"#,
+            r#"{"choices":[{"index":0,"delta":null,"text":"t2"}]}"#,
+            // General reader only:
+            r#"{"choices":[{"index":0,"message":{"content":"whole"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":null,"message":{"content":"m"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":["part"]},"text":"t3"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":7}]}"#,
+            r#"{"choices":{"0":{}},"usage":{"prompt_tokens":1.5}}"#,
+            r#"{"usage":{"prompt_tokens":4,"completion_tokens":2}}"#,
+            r#"{"choices":[1],"usage":{"prompt_tokens":4}}"#,
+        ];
+        let mut fast_taken = 0;
+        for sample in samples {
+            let (mut a, mut b) = (state(), state());
+            let taken = serde_json::from_str::<FastChunk>(sample)
+                .map(|c| a.absorb_fast(&c))
+                .unwrap_or(false);
+            if !taken {
+                a.absorb(&serde_json::from_str(sample).unwrap());
+            } else {
+                fast_taken += 1;
+            }
+            b.absorb(&serde_json::from_str(sample).unwrap());
+            a.finish();
+            b.finish();
+            assert_eq!(a.pending, b.pending, "{sample}");
+        }
+        assert_eq!(fast_taken, 7);
     }
 }
