@@ -446,7 +446,10 @@ async fn the_stream_timeout_is_per_token_not_per_answer() {
     let started = Instant::now();
     let resp = post(&gw, &token, "/v2/code/completions", &body).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.text().await.is_err(), "a stalled stream must not end cleanly");
+    assert!(
+        resp.text().await.is_err(),
+        "a stalled stream must not end cleanly"
+    );
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(2900),
