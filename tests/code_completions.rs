@@ -392,11 +392,37 @@ async fn knobs_extra_headers_disable_streaming_body_limit_and_metrics() {
     assert_eq!(sent["body"]["stream"], false);
     assert_eq!(sent["headers"]["x-tenant"], "blue");
 
-    // A 10 MB body is refused before it reaches anything.
+    // A 10 MB body is refused before it reaches anything. The gateway answers
+    // 413 and closes without reading the rest, so a client still writing the
+    // body may see the connection close before it reads the answer.
     let huge = rails_completion(&mock.endpoint(), &"x".repeat(10 * 1024 * 1024), "");
-    let resp = post(&gw, &token, "/v2/code/completions", &huge).await;
-    assert_eq!(resp.status(), 413);
+    let sent = with_headers(
+        client().post(gw.http_url("/v2/code/completions")),
+        &rails_headers(&token),
+    )
+    .json(&huge)
+    .send()
+    .await;
+    if let Ok(resp) = sent {
+        assert_eq!(resp.status(), 413);
+    }
+    // Declared too large: refused from the headers alone, with the clear answer.
+    let (status, answer) = raw_post_declaring(&gw, &token, 10 * 1024 * 1024).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer.contains(r#"{"detail":"Request body too large"}"#),
+        "{answer}"
+    );
     assert_eq!(mock.requests().await.len(), reqs.len());
+    // Below the limit (8 MiB) is accepted: 3 MB of context files.
+    let mut big = rails_completion(&mock.endpoint(), "# MOCK_REPLY: ok\n", "");
+    big["context"] = json!(
+        (0..7)
+            .map(|i| json!({"type": "file", "name": format!("f{i}.py"), "content": "y".repeat(450_000)}))
+            .collect::<Vec<_>>()
+    );
+    let resp = post(&gw, &token, "/v2/code/completions", &big).await;
+    assert_eq!(resp.status(), 200);
 
     let metrics = client()
         .get(format!("http://{}/metrics", gw.addrs.metrics))
@@ -464,4 +490,32 @@ async fn the_stream_timeout_is_per_token_not_per_answer() {
     )
     .await;
     assert_eq!(resp.status(), 200);
+}
+
+/// Sends only the head of a POST declaring `length` body bytes, and returns
+/// the status and text of the answer the gateway gives at once.
+async fn raw_post_declaring(gw: &Gateway, token: &str, length: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = format!(
+        "POST /v2/code/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n",
+        gw.addrs.http
+    );
+    for (k, v) in rails_headers(token) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut tcp = tokio::net::TcpStream::connect(gw.addrs.http).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{
     HttpState,
     error::ApiError,
-    generations::{too_long, unix_now},
+    generations::{self_hosted_provider, too_long, unix_now},
     parse_json,
 };
 use crate::{
@@ -130,19 +130,7 @@ impl CompletionsRequest {
                 "telemetry: must have at most 10 items".into(),
             ));
         }
-        match self.model_provider.as_deref() {
-            Some("litellm" | "codestral") => {}
-            Some(other) => {
-                return Err(ApiError::Validation(format!(
-                    "model_provider '{other}' is not supported: this gateway serves self-hosted models (model_provider: litellm)"
-                )));
-            }
-            None => {
-                return Err(ApiError::Validation(
-                    "model_provider: required for self-hosted models (litellm)".into(),
-                ));
-            }
-        }
+        self_hosted_provider(self.model_provider.as_deref(), &["litellm", "codestral"])?;
         match self.model_name.as_deref().map(str::trim) {
             Some(n) if n.chars().count() > 50 => Err(too_long("model_name", 50)),
             Some(n) if !LITELLM_COMPLETION_MODELS.contains(&n) => Err(ApiError::Validation(

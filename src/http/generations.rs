@@ -68,6 +68,22 @@ struct GenerationsRequest {
     telemetry: Option<Vec<Value>>,
 }
 
+/// `model_provider` of a self-hosted request: one of `accepted`, else a 422.
+pub(super) fn self_hosted_provider(
+    provider: Option<&str>,
+    accepted: &[&str],
+) -> Result<(), ApiError> {
+    match provider {
+        Some(p) if accepted.contains(&p) => Ok(()),
+        Some(other) => Err(ApiError::Validation(format!(
+            "model_provider '{other}' is not supported: this gateway serves self-hosted models (model_provider: litellm)"
+        ))),
+        None => Err(ApiError::Validation(
+            "model_provider: required for self-hosted models (litellm)".into(),
+        )),
+    }
+}
+
 pub(super) fn too_long(field: &str, max: usize) -> ApiError {
     ApiError::Validation(format!("{field}: must have at most {max} characters"))
 }
@@ -117,19 +133,7 @@ impl GenerationsRequest {
                 "telemetry: must have at most 10 items".into(),
             ));
         }
-        match self.model_provider.as_deref() {
-            Some("litellm") => {}
-            Some(other) => {
-                return Err(ApiError::Validation(format!(
-                    "model_provider '{other}' is not supported: this gateway serves self-hosted models (model_provider: litellm)"
-                )));
-            }
-            None => {
-                return Err(ApiError::Validation(
-                    "model_provider: required for self-hosted models (litellm)".into(),
-                ));
-            }
-        }
+        self_hosted_provider(self.model_provider.as_deref(), &["litellm"])?;
         match self.model_name.as_deref().map(str::trim) {
             Some(n) if chars(n) > 50 => return Err(too_long("model_name", 50)),
             Some(n) if !LITELLM_GENERATION_MODELS.contains(&n) => {

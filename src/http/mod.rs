@@ -26,7 +26,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{ConnectInfo, MatchedPath, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderValue, Method, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -130,9 +130,26 @@ pub fn router(mut context: HttpContext, docs: &DocsSettings) -> Result<Router, S
         .max_age(Duration::from_secs(600));
 
     Ok(api
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(limit_body))
         .layer(cors)
         .layer(middleware::from_fn_with_state(state, observe)))
+}
+
+/// Refuses a request whose declared body is larger than [`MAX_BODY_BYTES`]
+/// from its headers alone, before any of the body is read; a body without a
+/// declared length is cut at the same size by the extractors' limit.
+async fn limit_body(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 /// Authenticates every non-public request and hands the [`Caller`](crate::auth::Caller) on.
