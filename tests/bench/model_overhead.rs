@@ -190,12 +190,12 @@ pub fn rails_chat(endpoint: &str) -> Value {
     })
 }
 
-fn gateway_probe(http: &str, token: &str, body: &Value) -> Probe {
-    let path = if body.get("messages").is_some() {
-        "/v2/chat/agent"
-    } else {
-        "/v2/code/completions"
-    };
+/// The gateway route of the code completion bodies above.
+const COMPLETIONS: &str = "/v2/code/completions";
+/// The gateway route of [`rails_chat`].
+const CHAT: &str = "/v2/chat/agent";
+
+fn gateway_probe(http: &str, token: &str, path: &str, body: &Value) -> Probe {
     let mut headers: Vec<(String, String)> = rails_headers(token)
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -213,11 +213,12 @@ fn gateway_probe(http: &str, token: &str, body: &Value) -> Probe {
 async fn captured_direct(
     http: &str,
     token: &str,
+    path: &str,
     body_for: impl Fn(&str) -> Value,
     target: &MockModel,
 ) -> Probe {
     let recorder = MockModel::start(&[]);
-    let probe = gateway_probe(http, token, &body_for(&recorder.endpoint()));
+    let probe = gateway_probe(http, token, path, &body_for(&recorder.endpoint()));
     let resp = http1_client(1)
         .request(probe.request())
         .await
@@ -272,10 +273,10 @@ pub async fn run(http: &str, token: &str, run_for: Duration, section: fn(&str) -
         |endpoint: &str| rails_completion(endpoint, false, "MOCK_REPLY: return math.pi * r * r");
     // Streaming: 16 tokens, no pacing: every delta is forwarded as it comes.
     let streamed = |endpoint: &str| rails_completion(endpoint, true, "MOCK_TOKENS: 16");
-    let direct_plain = captured_direct(http, token, plain, &mock).await;
-    let direct_stream = captured_direct(http, token, streamed, &mock).await;
-    let gw_plain = gateway_probe(http, token, &plain(&mock.endpoint()));
-    let gw_stream = gateway_probe(http, token, &streamed(&mock.endpoint()));
+    let direct_plain = captured_direct(http, token, COMPLETIONS, plain, &mock).await;
+    let direct_stream = captured_direct(http, token, COMPLETIONS, streamed, &mock).await;
+    let gw_plain = gateway_probe(http, token, COMPLETIONS, &plain(&mock.endpoint()));
+    let gw_stream = gateway_probe(http, token, COMPLETIONS, &streamed(&mock.endpoint()));
 
     if section("model") {
         added_latency(
@@ -313,8 +314,8 @@ async fn chat(http: &str, token: &str, mock: &MockModel, run_for: Duration) {
         "| concurrency | direct req/s | gateway req/s | direct first p50 / p99 ms | gateway first p50 / p99 ms | added first p50 / p99 ms | direct whole p50 / p99 ms | gateway whole p50 / p99 ms | added whole p50 / p99 ms | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let direct = captured_direct(http, token, rails_chat, mock).await;
-    let gw = gateway_probe(http, token, &rails_chat(&mock.endpoint()));
+    let direct = captured_direct(http, token, CHAT, rails_chat, mock).await;
+    let gw = gateway_probe(http, token, CHAT, &rails_chat(&mock.endpoint()));
     for conc in [1, 64, 1024] {
         let d = load(&direct, conc, run_for).await;
         let g = load(&gw, conc, run_for).await;
@@ -361,8 +362,8 @@ async fn paced(http: &str, token: &str, mock: &MockModel, run_for: Duration) {
             "MOCK_REPLY: return math.pi * r * r\n# MOCK_LATENCY_MS: 20",
         )
     };
-    let direct = captured_direct(http, token, plain, mock).await;
-    let gw = gateway_probe(http, token, &plain(&mock.endpoint()));
+    let direct = captured_direct(http, token, COMPLETIONS, plain, mock).await;
+    let gw = gateway_probe(http, token, COMPLETIONS, &plain(&mock.endpoint()));
     for conc in [1, 64, 256] {
         let d = load(&direct, conc, run_for).await;
         let g = load(&gw, conc, run_for).await;
@@ -523,7 +524,7 @@ pub async fn open_streams(
         true,
         "MOCK_TOKENS: 200\n# MOCK_INTER_TOKEN_MS: 2000",
     );
-    let probe = Arc::new(gateway_probe(http, token, &body));
+    let probe = Arc::new(gateway_probe(http, token, COMPLETIONS, &body));
     let clients: Vec<Client<HttpConnector, Full<Bytes>>> = match h2_conns {
         None => vec![http1_client(0)],
         Some(c) => (0..c)
