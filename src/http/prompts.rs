@@ -8,6 +8,8 @@
 //! `{"content", "usage"}` (or NDJSON `{"content": delta}` lines). A model
 //! failure is 421 so Rails can tell "your model failed" from "the gateway failed".
 
+use std::time::Duration;
+
 use axum::{
     Extension, Json,
     body::{Body, Bytes},
@@ -15,8 +17,6 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};

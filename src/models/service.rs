@@ -72,9 +72,10 @@ impl ModelService {
         }
     }
 
-    /// One non-streamed chat call.
     /// [`chat`](Self::chat), tried again after each of `waits` while the
-    /// failure is transient ([`ModelError::is_transient`]). Every attempt is
+    /// failure is transient ([`ModelError::is_transient`]). A connection
+    /// failure arrives here after the provider's own quick connect retries;
+    /// these waits are the slower, per-call policy on top. Every attempt is
     /// measured on its own.
     pub async fn chat_retrying(
         &self,
@@ -98,6 +99,7 @@ impl ModelService {
         }
     }
 
+    /// One non-streamed chat call.
     pub async fn chat(
         &self,
         target: &ModelTarget,
