@@ -31,6 +31,13 @@ async fn detail(resp: reqwest::Response) -> (u16, String) {
     (status, v["detail"].as_str().unwrap_or_default().to_string())
 }
 
+/// The admin's "Test connection" call for a model at `endpoint` (Rails
+/// percent-encodes the slash of the prompt id).
+async fn test_connection(gw: &Gateway, token: &str, endpoint: &str) -> reqwest::Response {
+    let body = json!({"stream": false, "inputs": {}, "model_metadata": meta(endpoint, "llama3")});
+    post(gw, token, "/v1/prompts/model_configuration%2Fcheck", &body).await
+}
+
 fn token_with(scopes: &[&str]) -> String {
     gitlab_key().rails_token(json!({ "scopes": scopes }))
 }
@@ -129,15 +136,7 @@ async fn test_connection_uses_the_encoded_slash_and_reports_421() {
     let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
     let mock = MockModel::start(&[]);
     let (gw, token) = gateway_with_models(&gitlab, &[]).await;
-    let body = json!({"stream": false, "inputs": {},
-                      "model_metadata": meta(&mock.endpoint(), "llama3")});
-    let resp = post(
-        &gw,
-        &token,
-        "/v1/prompts/model_configuration%2Fcheck",
-        &body,
-    )
-    .await;
+    let resp = test_connection(&gw, &token, &mock.endpoint()).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.json::<Value>().await.unwrap().is_string());
     let sent = mock.requests().await.last().unwrap()["body"].clone();
@@ -145,42 +144,14 @@ async fn test_connection_uses_the_encoded_slash_and_reports_421() {
 
     // The model server fails: 421 with "<code>: <reason>".
     let mock500 = MockModel::start(&["--fault", "500"]);
-    let body = json!({"stream": false, "inputs": {},
-                      "model_metadata": meta(&mock500.endpoint(), "llama3")});
-    let (status, d) = detail(
-        post(
-            &gw,
-            &token,
-            "/v1/prompts/model_configuration%2Fcheck",
-            &body,
-        )
-        .await,
-    )
-    .await;
+    let (status, d) = detail(test_connection(&gw, &token, &mock500.endpoint()).await).await;
     assert_eq!((status, d.as_str()), (421, "500: Internal Server Error"));
     let mock429 = MockModel::start(&["--fault", "429"]);
-    let body = json!({"inputs": {}, "model_metadata": meta(&mock429.endpoint(), "llama3")});
-    let (status, d) = detail(
-        post(
-            &gw,
-            &token,
-            "/v1/prompts/model_configuration%2Fcheck",
-            &body,
-        )
-        .await,
-    )
-    .await;
+    let (status, d) = detail(test_connection(&gw, &token, &mock429.endpoint()).await).await;
     assert_eq!((status, d.as_str()), (421, "429: Too Many Requests"));
 
     // Nothing listens: still 421, naming the failure, never the key.
-    let body = json!({"inputs": {}, "model_metadata": meta("http://127.0.0.1:9/v1", "llama3")});
-    let resp = post(
-        &gw,
-        &token,
-        "/v1/prompts/model_configuration%2Fcheck",
-        &body,
-    )
-    .await;
+    let resp = test_connection(&gw, &token, "http://127.0.0.1:9/v1").await;
     assert_eq!(resp.status(), 421);
     let text = resp.text().await.unwrap();
     assert!(
@@ -193,7 +164,7 @@ async fn test_connection_uses_the_encoded_slash_and_reports_421() {
 /// A model server that fails once and then recovers: a non-streamed prompt
 /// invocation is tried again (upstream: 4 attempts, 3 s / 9 s / 27 s apart)
 /// and answers; the "Test connection" check is never retried; a status that
-/// is not transient (400) is not retried either.
+/// is not transient (429, the server's own rate limit) is not retried either.
 #[tokio::test]
 async fn transient_model_failures_are_retried_except_for_the_connection_check() {
     let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
@@ -211,17 +182,7 @@ async fn transient_model_failures_are_retried_except_for_the_connection_check() 
 
     // The connection check reports the first failure at once.
     let flaky = MockModel::start(&["--fault", "500", "--fault-times", "1"]);
-    let check = json!({"inputs": {}, "model_metadata": meta(&flaky.endpoint(), "llama3")});
-    let (status, d) = detail(
-        post(
-            &gw,
-            &admin_token,
-            "/v1/prompts/model_configuration%2Fcheck",
-            &check,
-        )
-        .await,
-    )
-    .await;
+    let (status, d) = detail(test_connection(&gw, &admin_token, &flaky.endpoint()).await).await;
     assert_eq!((status, d.as_str()), (421, "500: Internal Server Error"));
     assert_eq!(flaky.requests().await.len(), 1);
 
