@@ -1,6 +1,8 @@
 //! Build steps:
 //! - generates the Duo Workflow gRPC types from `proto/contract.proto`, plus the
-//!   descriptor set that server reflection serves;
+//!   descriptor set that server reflection serves. The .proto is compiled by
+//!   `protox` (pure Rust, the well-known types built in), so the build needs
+//!   no system `protoc` and no `google/protobuf/*.proto` files on the host;
 //! - extracts the Swagger UI files the docs page needs from the vendored
 //!   Swagger UI release, so the page works air-gapped without shipping the
 //!   whole distribution (source maps and all) in the binary;
@@ -23,11 +25,15 @@ const SWAGGER_FILES: &[&str] = &[
 fn main() -> Result<(), Box<dyn Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=proto/contract.proto");
+    let descriptors = protox::compile(["proto/contract.proto"], ["proto"])?;
+    std::fs::write(
+        out.join("duo_workflow_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .file_descriptor_set_path(out.join("duo_workflow_descriptor.bin"))
-        .compile_protos(&["proto/contract.proto"], &["proto"])?;
+        .compile_fds(descriptors)?;
 
     let mut archive =
         zip::ZipArchive::new(Cursor::new(utoipa_swagger_ui_vendored::SWAGGER_UI_VENDORED))?;
