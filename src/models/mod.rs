@@ -29,11 +29,18 @@ pub enum Role {
     Tool,
 }
 
-/// One chat message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One chat message. A multi-turn tool conversation is carried by two
+/// optional parts: an assistant message lists the tool calls it made
+/// (`tool_calls`), and each tool result names the call it answers
+/// (`tool_call_id`, with [`Role::Tool`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -41,6 +48,24 @@ impl Message {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// An assistant turn: its text (may be empty) and the tool calls it made.
+    pub fn assistant(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls,
+            ..Self::new(Role::Assistant, content)
+        }
+    }
+
+    /// The result of the tool call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
         }
     }
 }
@@ -54,7 +79,7 @@ pub struct ToolSpec {
 }
 
 /// A tool call the model asked for.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,

@@ -227,17 +227,46 @@ fn role(r: Role) -> &'static str {
     }
 }
 
+/// One message in the OpenAI shape: assistant tool calls as `tool_calls`
+/// (`content` null when the turn was only calls, as the OpenAI API writes
+/// it), tool results with their `tool_call_id`.
+fn wire_message(m: &Message) -> Value {
+    let mut out = Map::new();
+    out.insert("role".into(), json!(role(m.role)));
+    if m.role == Role::Assistant && !m.tool_calls.is_empty() {
+        let content = if m.content.is_empty() {
+            Value::Null
+        } else {
+            json!(m.content)
+        };
+        out.insert("content".into(), content);
+        out.insert(
+            "tool_calls".into(),
+            Value::Array(
+                m.tool_calls
+                    .iter()
+                    .map(|c| {
+                        json!({"id": c.id, "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments}})
+                    })
+                    .collect(),
+            ),
+        );
+    } else {
+        out.insert("content".into(), json!(m.content));
+    }
+    if let Some(id) = &m.tool_call_id {
+        out.insert("tool_call_id".into(), json!(id));
+    }
+    Value::Object(out)
+}
+
 fn chat_body(target: &ModelTarget, req: &ChatRequest, stream: bool) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(target.model));
     body.insert(
         "messages".into(),
-        Value::Array(
-            req.messages
-                .iter()
-                .map(|m| json!({"role": role(m.role), "content": m.content}))
-                .collect(),
-        ),
+        Value::Array(req.messages.iter().map(wire_message).collect()),
     );
     insert_sampling(
         &mut body,
@@ -708,6 +737,33 @@ async fn parse_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_conversation_in_the_openai_shape() {
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "get_issue".into(),
+            arguments: r#"{"id":1}"#.into(),
+        };
+        assert_eq!(
+            wire_message(&Message::assistant("", vec![call.clone()])),
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_issue", "arguments": "{\"id\":1}"}}]})
+        );
+        assert_eq!(
+            wire_message(&Message::assistant("Looking.", vec![call]))["content"],
+            json!("Looking.")
+        );
+        assert_eq!(
+            wire_message(&Message::tool_result("call_1", "{}")),
+            json!({"role": "tool", "content": "{}", "tool_call_id": "call_1"})
+        );
+        assert_eq!(
+            wire_message(&Message::new(Role::User, "hi")),
+            json!({"role": "user", "content": "hi"})
+        );
+    }
 
     #[test]
     fn error_messages_are_short_and_never_html() {
