@@ -23,6 +23,10 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
+use crate::config::ConnectionAge;
+
+mod age;
+
 /// HTTP versions a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -72,7 +76,31 @@ pub fn spawn<S, B>(
     tls: Option<Arc<rustls::ServerConfig>>,
     protocol: Protocol,
     service: S,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    spawn_aged(name, listener, tls, protocol, service, shutdown, None)
+}
+
+/// [`spawn`], with connections asked to finish once they reach `max_age`
+/// (see [`age`]).
+pub fn spawn_aged<S, B>(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    protocol: Protocol,
+    service: S,
     mut shutdown: watch::Receiver<bool>,
+    max_age: Option<ConnectionAge>,
 ) -> JoinHandle<()>
 where
     S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
@@ -108,12 +136,13 @@ where
                     let watcher = graceful.watcher();
                     let builder = builder.clone();
                     let tls = tls.clone();
+                    let aging = max_age.map(|a| (a, shutdown.clone()));
                     tokio::spawn(async move {
                         match tls {
-                            None => serve_connection(&builder, stream, svc, watcher).await,
+                            None => serve_connection(&builder, stream, svc, watcher, aging).await,
                             Some(acceptor) => {
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                    Ok(Ok(tls_stream)) => serve_connection(&builder, tls_stream, svc, watcher).await,
+                                    Ok(Ok(tls_stream)) => serve_connection(&builder, tls_stream, svc, watcher, aging).await,
                                     Ok(Err(e)) => tracing::debug!(listener = name, peer = %peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(listener = name, peer = %peer, "TLS handshake timed out"),
                                 }
@@ -139,6 +168,7 @@ async fn serve_connection<IO, S, B>(
     io: IO,
     service: S,
     watcher: hyper_util::server::graceful::Watcher,
+    aging: Option<(ConnectionAge, watch::Receiver<bool>)>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
@@ -150,9 +180,23 @@ async fn serve_connection<IO, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    let ended = match aging {
+        None => watcher.watch(conn).await,
+        Some((max_age, stop)) => {
+            age::serve(
+                conn,
+                auto::UpgradeableConnection::graceful_shutdown,
+                max_age,
+                watcher,
+                stop,
+            )
+            .await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
