@@ -14,13 +14,16 @@ helms=(
 stamp="$dest/.installed"
 want="$(cat tests/chart/requirements.txt; printf '%s\n' "${helms[@]}"; cat tests/chart/install-tools.sh)"
 want_sum="$(printf '%s' "$want" | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_sum" ]; then
+# (The venv must also still run: it points at the python3 that made it.)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_sum" ] && "$dest/venv/bin/python" -c '' 2>/dev/null; then
   echo "chart-deps: tools present in $dest"
   exit 0
 fi
 echo "chart-deps: installing the chart test tools into $dest"
 rm -rf "$dest" && mkdir -p "$dest/bin" "$dest/wheels"
 python3 -m venv "$dest/venv"
+# pip trusts what the rest of the machine trusts (an egress proxy's CA).
+if [ -z "${PIP_CERT:-}" ] && [ -s "${SSL_CERT_FILE:-}" ]; then export PIP_CERT="$SSL_CERT_FILE"; fi
 "$dest/venv/bin/pip" install -q --disable-pip-version-check -r tests/chart/requirements.txt
 for entry in "${helms[@]}"; do
   read -r wheel name sum <<<"$entry"
