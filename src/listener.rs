@@ -136,7 +136,11 @@ where
                     let watcher = graceful.watcher();
                     let builder = builder.clone();
                     let tls = tls.clone();
-                    let aging = max_age.map(|a| (a, shutdown.clone()));
+                    let aging = max_age.map(|a| Aging {
+                        age: a,
+                        stop: shutdown.clone(),
+                        http2: Arc::new(std::sync::atomic::AtomicBool::new(protocol == Protocol::Http2)),
+                    });
                     tokio::spawn(async move {
                         match tls {
                             None => serve_connection(&builder, stream, svc, watcher, aging).await,
@@ -163,12 +167,20 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
 }
 
+/// What a connection with a maximum age carries along.
+struct Aging {
+    age: ConnectionAge,
+    stop: watch::Receiver<bool>,
+    /// Set once the connection is known to speak HTTP/2.
+    http2: Arc<std::sync::atomic::AtomicBool>,
+}
+
 async fn serve_connection<IO, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     io: IO,
     service: S,
     watcher: hyper_util::server::graceful::Watcher,
-    aging: Option<(ConnectionAge, watch::Receiver<bool>)>,
+    aging: Option<Aging>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
@@ -180,20 +192,19 @@ async fn serve_connection<IO, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
-        .into_owned();
+    let service = TowerToHyperService::new(service);
     let ended = match aging {
-        None => watcher.watch(conn).await,
-        Some((max_age, stop)) => {
-            age::serve(
-                conn,
-                auto::UpgradeableConnection::graceful_shutdown,
-                max_age,
-                watcher,
-                stop,
-            )
-            .await
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            watcher.watch(conn.into_owned()).await
+        }
+        Some(a) => {
+            let io = age::Sniff::new(io, a.http2.clone());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let finish = auto::UpgradeableConnection::graceful_shutdown;
+            age::serve(conn, finish, a.age, a.http2, watcher, a.stop).await
         }
     };
     if let Err(e) = ended {

@@ -180,6 +180,48 @@ async fn an_http2_stream_in_flight_at_the_maximum_age_completes_then_the_client_
     assert!(gw.stop_async().await.success());
 }
 
+/// One request on a kept-alive HTTP/1.1 connection; the response head.
+async fn http1_get(conn: &mut TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "connection closed");
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8(got).unwrap().to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.unwrap();
+    head
+}
+
+#[tokio::test]
+async fn http1_keep_alive_connections_are_not_aged() {
+    // HTTP/1.1 has no GOAWAY: closing an idle connection would race the
+    // client's next request. Such connections outlive the age.
+    let gw = GatewayBuilder::new()
+        .env("AIGW_FASTAPI__MAX_CONNECTION_AGE_S", "0.2")
+        .start();
+    let mut conn = TcpStream::connect(gw.addrs.http).await.unwrap();
+    let head = http1_get(&mut conn, "/monitoring/healthz").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let head = http1_get(&mut conn, "/monitoring/healthz").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    drop(conn);
+    assert!(gw.stop_async().await.success());
+}
+
 /// What the kubelet does to a mounted Secret: a new timestamped directory,
 /// `..data` renamed over to point at it, the visible names linking through
 /// `..data` (created once).
