@@ -103,9 +103,12 @@ chart-deps:
 	fi
 	@tests/chart/install-tools.sh $(CHART_TOOLS)
 
-# The black-box part runs `aigw check-config` on what a pod would get.
+# The black-box part runs `aigw check-config` on what a pod would get. The
+# binary is the one `cargo test` builds (`--no-run`: nothing to do after it;
+# a plain `cargo build` would unify features without the dev-dependencies and
+# rebuild every crate).
 chart-test: chart-deps
-	$(CARGO) build --locked --bin aigw
+	$(CARGO) test --locked --no-run -q
 	AIGW_BIN=$(abspath $(or $(CARGO_TARGET_DIR),target))/debug/aigw CHART_TOOLS=$(abspath $(CHART_TOOLS)) \
 		$(CHART_TOOLS)/venv/bin/python -m pytest -q -p no:cacheprovider tests/chart
 
