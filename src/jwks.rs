@@ -514,6 +514,9 @@ impl JwksCache {
                 last.is_none_or(|t| now.duration_since(t) >= self.timing.kid_refresh_min_interval);
             if allowed {
                 *last = Some(now);
+                // Rate limited per issuer, so bounded: tells an administrator
+                // that tokens name a key this issuer did not publish (yet).
+                tracing::info!(issuer = %issuer.describe(), "token names an unknown signing key: refreshing this issuer's keys early");
                 // The next fetch to start (after a possibly running one) sees
                 // whatever the issuer publishes now.
                 let target = issuer.progress.borrow().started + 1;
