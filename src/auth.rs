@@ -279,48 +279,54 @@ impl Authenticator {
             };
         }
         let iss = issuer_id(&iss);
-        let mut refreshed = false;
-        loop {
-            // The issuers whose keys may vouch for this `iss`, as they are now.
-            let accepting: Vec<(usize, Arc<IssuerKeys>)> = self
-                .issuers
-                .iter()
-                .enumerate()
-                .map(|(i, issuer)| (i, issuer.snapshot()))
-                .filter(|(i, snapshot)| self.issuers[*i].accepts(snapshot, &iss))
-                .collect();
-            let knows_kid = accepting.iter().any(|(_, s)| has_candidate(&s.keys, kid));
-            if !knows_kid && !refreshed {
-                // Maybe the issuer rotated, or has not answered yet: ask it
-                // (only it) for an early refresh. An `iss` no issuer accepts
-                // may be one whose announced identity changed: ask them all.
-                let ask: Vec<Arc<Issuer>> = if accepting.is_empty() {
-                    self.issuers.clone()
-                } else {
-                    accepting
-                        .iter()
-                        .map(|(i, _)| self.issuers[*i].clone())
-                        .collect()
-                };
-                self.jwks.refresh_for_unknown_kid(&ask).await;
-                refreshed = true;
-                continue;
-            }
-            for (i, snapshot) in &accepting {
-                match self.try_keys(token, kid, &snapshot.keys) {
-                    Tried::Valid(claims) => {
-                        let by = VerifiedBy {
-                            source: i + 1,
-                            keys: snapshot.keys.clone(),
-                        };
-                        return Ok((*claims, by));
-                    }
-                    Tried::NoKey => continue,
-                    Tried::Invalid => return Err(AuthError::Forbidden),
-                }
-            }
-            return Err(AuthError::Forbidden);
+        let mut accepting = self.accepting(&iss);
+        if !accepting.iter().any(|(_, s)| has_candidate(&s.keys, kid)) {
+            // Maybe the issuer rotated, or has not answered yet: ask it (only
+            // it) for an early refresh. An `iss` no issuer accepts may be one
+            // whose announced identity changed: ask them all, and stop waiting
+            // as soon as one has a key for this token.
+            let ask: Vec<Arc<Issuer>> = if accepting.is_empty() {
+                self.issuers.clone()
+            } else {
+                accepting
+                    .iter()
+                    .map(|(i, _)| self.issuers[*i].clone())
+                    .collect()
+            };
+            let found = || {
+                self.accepting(&iss)
+                    .iter()
+                    .any(|(_, s)| has_candidate(&s.keys, kid))
+            };
+            self.jwks.refresh_for_unknown_kid(&ask, found).await;
+            accepting = self.accepting(&iss);
         }
+        for (i, snapshot) in &accepting {
+            match self.try_keys(token, kid, &snapshot.keys) {
+                Tried::Valid(claims) => {
+                    let by = VerifiedBy {
+                        source: i + 1,
+                        keys: snapshot.keys.clone(),
+                    };
+                    return Ok((*claims, by));
+                }
+                Tried::NoKey => continue,
+                Tried::Invalid => return Err(AuthError::Forbidden),
+            }
+        }
+        Err(AuthError::Forbidden)
+    }
+
+    /// The issuers whose keys may vouch for a token claiming `iss` (an
+    /// [`issuer_id`]), with their keys as they are now.
+    fn accepting(&self, iss: &str) -> Vec<(usize, Arc<IssuerKeys>)> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .map(|(i, issuer)| (i, issuer, issuer.snapshot()))
+            .filter(|(_, issuer, snapshot)| issuer.accepts(snapshot, iss))
+            .map(|(i, _, snapshot)| (i, snapshot))
+            .collect()
     }
 
     /// Checks `token` against one source's keys: those with its kid, else

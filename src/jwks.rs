@@ -21,6 +21,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use futures_util::StreamExt;
 use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
@@ -501,9 +502,10 @@ impl JwksCache {
 
     /// Asks `issuers` (those a token with an unknown `kid` may come from) for
     /// an early refresh and waits, bounded, for those refreshes only: another
-    /// issuer's slow fetch never delays this. Returns at once when every one
-    /// of them refreshed recently.
-    pub async fn refresh_for_unknown_kid(&self, issuers: &[Arc<Issuer>]) {
+    /// issuer's slow fetch never delays this. The wait also ends as soon as
+    /// `found()` says the key has turned up. Returns at once when every one of
+    /// them refreshed recently.
+    pub async fn refresh_for_unknown_kid(&self, issuers: &[Arc<Issuer>], found: impl Fn() -> bool) {
         let now = Instant::now();
         let mut waits = Vec::new();
         for issuer in issuers {
@@ -530,10 +532,14 @@ impl JwksCache {
         if waits.is_empty() {
             return;
         }
-        let _ = tokio::time::timeout(
-            self.timing.kid_refresh_wait,
-            futures_util::future::join_all(waits),
-        )
+        let mut waits: futures_util::stream::FuturesUnordered<_> = waits.into_iter().collect();
+        let _ = tokio::time::timeout(self.timing.kid_refresh_wait, async {
+            while waits.next().await.is_some() {
+                if found() {
+                    break;
+                }
+            }
+        })
         .await;
     }
 }

@@ -156,17 +156,6 @@ async fn grpc_auth(
         .map_err(|s| (s.code(), s.message().to_string()))
 }
 
-async fn scrape(url: &str) -> String {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of the series `name{labels...}` in a Prometheus text page.
 fn series(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
@@ -267,7 +256,7 @@ async fn every_instance_is_served_on_http_and_grpc_and_listed() {
 
     // Metrics: one series per configured issuer, on both metrics ports.
     for port in [gw.addrs.metrics, gw.addrs.workflow_metrics] {
-        let text = scrape(&format!("http://{port}/metrics")).await;
+        let text = get_text(&format!("http://{port}/metrics")).await;
         for inst in [&a, &b, &c] {
             let label = format!("issuer=\"{}/\"", inst.gitlab.url);
             assert_eq!(
@@ -290,7 +279,7 @@ async fn every_instance_is_served_on_http_and_grpc_and_listed() {
         );
     }
     // Nothing said an issuer is unhealthy.
-    let ready = scrape(&gw.http_url("/monitoring/ready")).await;
+    let ready = get_text(&gw.http_url("/monitoring/ready")).await;
     assert_eq!(ready, "{}");
     assert!(gw.stop_async().await.success());
 }
@@ -410,7 +399,7 @@ async fn nothing_crosses_between_instances() {
 
 /// (connections the blackhole accepted, fetches of it the gateway finished).
 async fn blackhole_progress(gw: &Gateway, hole: &Blackhole) -> (usize, f64) {
-    let text = scrape(&format!("http://{}/metrics", gw.addrs.metrics)).await;
+    let text = get_text(&format!("http://{}/metrics", gw.addrs.metrics)).await;
     let issuer = format!("issuer=\"{}/\"", hole.url);
     let labels = [issuer.as_str(), "outcome=\"error\""];
     let finished = series(&text, "aigw_oidc_key_fetches_total", &labels).unwrap_or(0.0);
@@ -480,7 +469,7 @@ async fn a_blackholed_instance_holds_up_no_other() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready: Value =
-            serde_json::from_str(&scrape(&gw.http_url("/monitoring/ready")).await).unwrap();
+            serde_json::from_str(&get_text(&gw.http_url("/monitoring/ready")).await).unwrap();
         let warnings = ready["warnings"].as_array().cloned().unwrap_or_default();
         if !warnings.is_empty() {
             assert_eq!(warnings.len(), 1, "{ready}");

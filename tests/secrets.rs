@@ -301,24 +301,13 @@ async fn credentials_in_issuer_urls_are_not_logged() {
     assert!(!gw.logs().contains(URL_PASSWORD), "{}", gw.logs());
     // Readiness names the failing issuers, and metrics label every issuer by
     // URL: neither with the credentials.
-    let ready = reqwest_text(&gw.http_url("/monitoring/ready")).await;
+    let ready = get_text(&gw.http_url("/monitoring/ready")).await;
     assert!(ready.contains("/gitlab-b"), "{ready}");
-    let metrics = reqwest_text(&format!("http://{}/metrics", gw.addrs.metrics)).await;
+    let metrics = get_text(&format!("http://{}/metrics", gw.addrs.metrics)).await;
     assert!(metrics.contains("aigw_oidc_signing_keys"), "{metrics}");
     for text in [&ready, &metrics] {
         assert!(!text.contains(URL_PASSWORD), "{text}");
     }
-}
-
-async fn reqwest_text(url: &str) -> String {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[test]

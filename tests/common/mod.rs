@@ -681,6 +681,18 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// GET `url` and return the body (a probe, a metrics page), whatever the status.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Builds a request with Rails' headers for `token`.
 pub fn with_headers(
     mut rb: reqwest::RequestBuilder,
