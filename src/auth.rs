@@ -282,11 +282,18 @@ impl Authenticator {
         let mut accepting = self.accepting(&iss);
         if !accepting.iter().any(|(_, s)| has_candidate(&s.keys, kid)) {
             // Maybe the issuer rotated, or has not answered yet: ask it (only
-            // it) for an early refresh. An `iss` no issuer accepts may be one
-            // whose announced identity changed: ask them all, and stop waiting
-            // as soon as one has a key for this token.
+            // it) for an early refresh. An `iss` URL no issuer accepts may be
+            // one whose announced identity changed: ask them all, and stop
+            // waiting as soon as one has a key for this token. (Issuers are
+            // URLs: another service's name, say, is nobody's.)
             let ask: Vec<Arc<Issuer>> = if accepting.is_empty() {
-                self.issuers.clone()
+                let url =
+                    url::Url::parse(&iss).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                if url {
+                    self.issuers.clone()
+                } else {
+                    Vec::new()
+                }
             } else {
                 accepting
                     .iter()
