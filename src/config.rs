@@ -234,9 +234,12 @@ pub struct ModelsConfig {
 
 #[derive(Clone, Debug)]
 pub struct LoggingConfig {
-    /// A tracing filter directive, e.g. `info` or `aigw=debug,info`.
+    /// A validated tracing filter in tracing's spelling, e.g. `warn` or
+    /// `aigw=debug,info` (Python level names already translated).
     pub level: String,
     pub json: bool,
+    /// Text logs may use colour when stderr is a terminal (`NO_COLOR` unset).
+    pub color: bool,
 }
 
 /// The whole, validated configuration.
@@ -265,9 +268,65 @@ fn parse_bool(env: &Env, var: &str, default: bool) -> Result<bool, ConfigError> 
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" | "t" | "y" => Ok(true),
             "0" | "false" | "no" | "off" | "f" | "n" => Ok(false),
-            _ => Err(invalid(var, v, "expected true or false")),
+            _ => Err(invalid(var, v, format!("expected one of {BOOL_WORDS}"))),
         },
     }
+}
+
+/// The accepted spellings of a boolean, for error messages.
+const BOOL_WORDS: &str = "true/false, 1/0, yes/no, on/off, t/f, y/n (any case)";
+
+/// A log level in tracing's spelling, from Python's names (`DEBUG`, `INFO`,
+/// `WARNING`, `ERROR`, `CRITICAL`, also `WARN`, `FATAL`, `NOTSET`) or
+/// tracing's own (`trace`, `debug`, `info`, `warn`, `error`, `off`), any case.
+/// Python's CRITICAL has no tracing equivalent: it keeps errors, the closest.
+fn log_level_name(word: &str) -> Option<&'static str> {
+    Some(match word.trim().to_ascii_lowercase().as_str() {
+        "trace" | "notset" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "critical" | "fatal" => "error",
+        "off" => "off",
+        _ => return None,
+    })
+}
+
+/// `AIGW_LOGGING__LEVEL` / `--log-level`: one level, or comma-separated
+/// `level` and `target=level` directives (`aigw=debug,warning`). Anything
+/// else is refused: tracing would read a bare unknown word as a target name
+/// and silently drop every other log line, security warnings included.
+fn log_filter(var: &str, value: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        invalid(
+            var,
+            value,
+            "expected a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL, or trace, warn, off; \
+             any case) or directives such as aigw=debug,info",
+        )
+    };
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            None => out.push(log_level_name(part).ok_or_else(bad)?.to_string()),
+            Some((target, level)) => {
+                let target = target.trim();
+                let target_ok = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'));
+                if !target_ok {
+                    return Err(bad());
+                }
+                let level = log_level_name(level).ok_or_else(bad)?;
+                out.push(format!("{target}={level}"));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out.join(","))
 }
 
 fn parse_port(env: &Env, vars: &[&'static str], default: u16) -> Result<u16, ConfigError> {
@@ -604,15 +663,15 @@ impl Config {
             ),
         };
 
-        let level = cli
-            .log_level
-            .clone()
-            .or_else(|| env.get("AIGW_LOGGING__LEVEL").map(str::to_string))
-            .unwrap_or_else(|| "info".to_string())
-            .to_ascii_lowercase();
+        let level = match (cli.log_level.as_deref(), env.get("AIGW_LOGGING__LEVEL")) {
+            (Some(v), _) => log_filter("--log-level", v)?,
+            (None, Some(v)) => log_filter("AIGW_LOGGING__LEVEL", v)?,
+            (None, None) => "info".to_string(),
+        };
         let logging = LoggingConfig {
             level,
             json: parse_bool(env, "AIGW_LOGGING__FORMAT_JSON", true)?,
+            color: env.get("NO_COLOR").is_none(),
         };
 
         let grace_secs = match cli.shutdown_grace_period {
@@ -990,6 +1049,41 @@ mod tests {
         assert!(e.to_string().contains("AIGW_GITLAB_URL"), "{e}");
         let e = load(&[("DUO_WORKFLOW_TLS__ENABLED", "true")]).unwrap_err();
         assert!(e.to_string().contains("DUO_WORKFLOW_TLS__CERT_FILE"), "{e}");
+    }
+
+    #[test]
+    fn log_levels_python_and_ours_else_an_error() {
+        let level = |v: &str| load(&[("AIGW_LOGGING__LEVEL", v)]).map(|c| c.logging.level);
+        for (given, want) in [
+            ("WARNING", "warn"),
+            ("warning", "warn"),
+            ("Critical", "error"),
+            ("DEBUG", "debug"),
+            ("info", "info"),
+            ("warn", "warn"),
+            ("trace", "trace"),
+            ("aigw=debug, WARNING", "aigw=debug,warn"),
+        ] {
+            assert_eq!(level(given).unwrap(), want, "{given}");
+        }
+        for bad in ["warnig", "verbose", "aigw=loud", "=info", ",", "a b=info"] {
+            let e = level(bad).unwrap_err().to_string();
+            assert!(e.contains("AIGW_LOGGING__LEVEL"), "{bad}: {e}");
+        }
+        let cli = CliOverrides {
+            log_level: Some("nope".into()),
+            ..CliOverrides::default()
+        };
+        let e = Config::load(&Env::default(), &cli).unwrap_err().to_string();
+        assert!(e.contains("--log-level"), "{e}");
+    }
+
+    #[test]
+    fn the_boolean_error_lists_what_is_accepted() {
+        let e = load(&[("AIGW_CUSTOM_MODELS__ENABLED", "enabled")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("yes/no") && e.contains("1/0"), "{e}");
     }
 
     #[test]

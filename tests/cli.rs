@@ -319,3 +319,123 @@ fn check_config_accepts_escaped_pem_too() {
     let stdout = text(&out.stdout);
     assert!(!stdout.contains(&escaped[40..80]), "{stdout}");
 }
+
+/// Starts `builder`'s gateway on a fixed free HTTP port (its logs may not
+/// announce it), waits until `/monitoring/healthz` answers, stops it, and
+/// returns every stderr line it wrote.
+async fn logs_of_a_healthy_run(builder: GatewayBuilder) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = builder
+        .env("AIGW_FASTAPI__API_PORT", &port.to_string())
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let url = format!("http://127.0.0.1:{port}/monitoring/healthz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client().get(&url).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway never became healthy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// `warning` (the README's and upstream's spelling), `WARNING` and
+/// `Critical` keep warnings or errors, never silence everything: the
+/// security warning of a bypass is still logged, info lines are not.
+#[tokio::test]
+async fn python_log_level_names_keep_the_security_warnings() {
+    for level in ["warning", "WARNING"] {
+        let lines = logs_of_a_healthy_run(
+            GatewayBuilder::new()
+                .env("AIGW_LOGGING__LEVEL", level)
+                .env("AIGW_AUTH__BYPASS_EXTERNAL", "true"),
+        )
+        .await;
+        let parsed: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{l}")))
+            .collect();
+        assert!(
+            parsed.iter().any(|v| v["security"] == true
+                && v["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("AIGW_AUTH__BYPASS_EXTERNAL")),
+            "{level}: no security warning in {lines:#?}"
+        );
+        for v in &parsed {
+            assert!(
+                matches!(v["level"].as_str(), Some("WARN" | "ERROR")),
+                "{level}: {v}"
+            );
+        }
+    }
+    // CRITICAL keeps errors only; the run itself has none.
+    let lines = logs_of_a_healthy_run(
+        GatewayBuilder::new()
+            .env("AIGW_LOGGING__LEVEL", "Critical")
+            .env("AIGW_AUTH__BYPASS_EXTERNAL", "true"),
+    )
+    .await;
+    assert!(lines.is_empty(), "{lines:#?}");
+}
+
+#[test]
+fn an_unknown_log_level_is_a_startup_error_naming_the_variable() {
+    for (env, arg, name) in [
+        (Some("warnig"), None, "AIGW_LOGGING__LEVEL"),
+        (Some("verbose"), None, "AIGW_LOGGING__LEVEL"),
+        (None, Some("loud"), "--log-level"),
+    ] {
+        let mut b = GatewayBuilder::new();
+        if let Some(v) = env {
+            b = b.env("AIGW_LOGGING__LEVEL", v);
+        }
+        if let Some(v) = arg {
+            b = b.arg("--log-level").arg(v);
+        }
+        let out = run(&mut b.command());
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(name), "{stderr}");
+        assert!(
+            stderr.contains("WARNING"),
+            "names what is accepted: {stderr}"
+        );
+    }
+}
+
+/// Text logs written to a pipe or a file carry no terminal colour codes.
+#[tokio::test]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let lines =
+        logs_of_a_healthy_run(GatewayBuilder::new().env("AIGW_LOGGING__FORMAT_JSON", "false"))
+            .await;
+    let all = lines.join("\n");
+    assert!(all.contains("listening"), "{all}");
+    assert!(!all.contains('\u{1b}'), "{all:?}");
+}
