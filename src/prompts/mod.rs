@@ -228,6 +228,16 @@ impl PromptRegistry {
         Ok(())
     }
 
+    /// Every unit primitive some prompt requires.
+    pub fn unit_primitives(&self) -> std::collections::BTreeSet<&'static str> {
+        self.prompts
+            .values()
+            .flat_map(|dirs| dirs.values())
+            .flat_map(|versions| versions.values())
+            .map(|def| def.unit_primitive)
+            .collect()
+    }
+
     /// Every prompt id, for documentation and tests.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.prompts.keys().map(String::as_str)

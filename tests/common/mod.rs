@@ -466,6 +466,7 @@ pub struct Gateway {
 pub struct GatewayBuilder {
     env: HashMap<String, String>,
     args: Vec<String>,
+    dir: Option<PathBuf>,
 }
 
 pub fn binary() -> PathBuf {
@@ -518,7 +519,14 @@ impl GatewayBuilder {
         Self {
             env,
             args: Vec::new(),
+            dir: None,
         }
+    }
+
+    /// Runs the gateway in `dir` (`--dev` keeps its key under `tmp/` there).
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
     }
 
     /// Points both services at this GitLab.
@@ -544,6 +552,9 @@ impl GatewayBuilder {
     pub fn command(&self) -> Command {
         let mut cmd = aigw_command();
         cmd.envs(&self.env).args(&self.args);
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
         cmd
     }
 
