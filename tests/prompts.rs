@@ -28,7 +28,7 @@ async fn detail(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
-    (status, v["detail"].as_str().unwrap_or_default().to_string())
+    (status, error_message(status, &v))
 }
 
 /// The admin's "Test connection" call for a model at `endpoint` (Rails
@@ -387,4 +387,98 @@ fn an_invalid_override_stops_startup_naming_the_file() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chat/explain_code/base/1.0.0.toml"), "{err}");
+}
+
+/// What Rails' connection tester shows for a status other than 200 and 421:
+/// `body.dig("detail", 0, "msg")`, where a string `detail` raises and the
+/// admin gets a generic "Unknown error" instead.
+fn rails_connection_tester_message(body: &Value) -> Option<String> {
+    match &body["detail"] {
+        Value::Array(items) => items.first()?.get("msg")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Every refusal of "Test connection" reaches the admin as text: 400
+/// (unknown family, unsupported provider), 422 (field limits), 403 and 401
+/// in FastAPI's list shape; the 421 of a failing model stays a string.
+#[tokio::test]
+async fn test_connection_refusals_are_readable_by_rails() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(&gitlab, &[]).await;
+    let path = "/v1/prompts/model_configuration%2Fcheck";
+    let check = |meta: Value| json!({"stream": false, "inputs": {}, "model_metadata": meta});
+    let mut long_name = meta(&mock.endpoint(), "llama3");
+    long_name["name"] = json!("x".repeat(256));
+    let cases = [
+        (
+            check(meta(&mock.endpoint(), "no-such-family")),
+            400,
+            "unknown model family 'no-such-family'",
+        ),
+        (
+            check(
+                json!({"provider": "bedrock", "name": "llama3", "endpoint": "",
+                         "api_key": "", "identifier": "bedrock/meta.llama3"}),
+            ),
+            400,
+            "bedrock",
+        ),
+        (check(long_name), 422, "model_metadata.name"),
+    ];
+    for (body, status, needle) in cases {
+        let resp = post(&gw, &token, path, &body).await;
+        assert_eq!(resp.status().as_u16(), status, "{needle}");
+        let v: Value = resp.json().await.unwrap();
+        let shown = rails_connection_tester_message(&v).unwrap_or_else(|| panic!("{v}"));
+        assert!(shown.contains(needle), "{shown}");
+        if status == 422 {
+            assert_eq!(
+                v["detail"][0]["loc"],
+                json!(["body", "model_metadata", "name"])
+            );
+        }
+    }
+    // A token without the unit primitive: 403, readable.
+    let resp = post(
+        &gw,
+        &token_with(&["duo_chat"]),
+        path,
+        &check(meta(&mock.endpoint(), "llama3")),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        rails_connection_tester_message(&v)
+            .unwrap()
+            .contains("Unauthorized")
+    );
+    // No token at all: 401, readable, and still GitLab's `error` field.
+    let resp = client()
+        .post(gw.http_url(path))
+        .json(&check(meta(&mock.endpoint(), "llama3")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "No authorization header presented");
+    assert_eq!(
+        rails_connection_tester_message(&v).as_deref(),
+        Some("No authorization header presented")
+    );
+    // Other routes keep GitLab's plain 401 body.
+    let resp = client()
+        .post(gw.http_url("/v1/prompts/chat/explain_code"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"error": "No authorization header presented"})
+    );
+    assert!(mock.requests().await.is_empty());
 }

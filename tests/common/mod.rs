@@ -924,3 +924,25 @@ impl TlsFront {
         format!("https://localhost:{}/v1", self.addr.port())
     }
 }
+
+/// The message of an error body: `detail` when it is a string, else
+/// `detail[0].msg` as GitLab Rails reads FastAPI's validation list. A 422
+/// must use the list (`{"detail":[{"loc","msg","type"}]}`); this checks it.
+pub fn error_message(status: u16, body: &Value) -> String {
+    match &body["detail"] {
+        Value::String(s) => {
+            assert_ne!(status, 422, "a 422 detail must be FastAPI's list: {body}");
+            s.clone()
+        }
+        Value::Array(items) => {
+            let first = &items[0];
+            assert!(
+                first["loc"].is_array() && first["msg"].is_string() && first["type"].is_string(),
+                "{body}"
+            );
+            assert_eq!(first["loc"][0], "body", "{body}");
+            first["msg"].as_str().unwrap().to_string()
+        }
+        _ => String::new(),
+    }
+}
