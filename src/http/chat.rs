@@ -416,10 +416,16 @@ impl Turn {
         }
     }
 
-    /// A model error ends the stream after one `error` line.
+    /// A model error ends the stream after one `error` line. A prompt longer
+    /// than the model's context says "prompt is too long", the words Rails
+    /// turns into its "start a new conversation with /clear" hint.
     fn fail(&mut self, e: &ModelError) {
         tracing::warn!(error = %e, "Duo Chat model call failed");
-        let message = e.to_string();
+        let message = if e.is_context_length_exceeded() {
+            format!("prompt is too long for the model's context window: {e}")
+        } else {
+            e.to_string()
+        };
         let retryable =
             message.contains("overloaded_error") || message.contains("AnthropicError - Overloaded");
         self.pending.push_back(error_line(&message, retryable));
