@@ -482,3 +482,186 @@ async fn test_connection_refusals_are_readable_by_rails() {
     );
     assert!(mock.requests().await.is_empty());
 }
+
+/// `measure_comment_temperature` as Rails sends it (inputs {content}); the
+/// UI parses the answer as JSON {"rating", "issues"}: a fenced answer is cut
+/// to the object.
+#[tokio::test]
+async fn measure_comment_temperature_answers_the_json_the_ui_parses() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["measure_comment_temperature"]);
+    let comment = "THIS IS WRONG, did you even test it? MOCK_REPLY: Here is my rating:\\n```json\\n{\"rating\": 2, \"issues\": [\"All capitals read as shouting.\"]}\\n```";
+    let body = json!({"inputs": {"content": comment}, "prompt_version": "^1.0.0",
+                      "model_metadata": meta(&mock.endpoint(), "llama3")});
+    let resp = post(
+        &gw,
+        &token,
+        "/v1/prompts/measure_comment_temperature",
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let content = resp.json::<Value>().await.unwrap();
+    let parsed: Value = serde_json::from_str(content.as_str().unwrap()).unwrap();
+    assert_eq!(parsed["rating"], 2);
+    assert_eq!(parsed["issues"][0], "All capitals read as shouting.");
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("\"rating\"") && system.contains("\"issues\""),
+        "{system}"
+    );
+    assert!(
+        sent["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("THIS IS WRONG")
+    );
+    // Its own unit primitive.
+    let (status, _) = detail(
+        post(
+            &gw,
+            &token_with(&["duo_chat"]),
+            "/v1/prompts/measure_comment_temperature",
+            &body,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+/// `classify_code_review_mention_intent` (inputs {message}, unit primitive
+/// duo_agent_platform): Rails compares the stripped answer with its intent
+/// names, so a wordy answer is cut to the name it gives.
+#[tokio::test]
+async fn classify_code_review_mention_intent_answers_an_intent_name() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["duo_agent_platform"]);
+    for (reply, want) in [
+        ("code_review_request", "code_review_request"),
+        ("The intent is: `write_actions`.", "write_actions"),
+        ("assistant_flow\\n", "assistant_flow"),
+        ("no idea", "no idea"),
+    ] {
+        let body = json!({"inputs": {"message": format!("can you review this? MOCK_REPLY: {reply}")},
+                          "prompt_version": "^1.0.0",
+                          "model_metadata": meta(&mock.endpoint(), "mistral")});
+        let resp = post(
+            &gw,
+            &token,
+            "/v1/prompts/classify_code_review_mention_intent",
+            &body,
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap(), json!(want), "{reply}");
+    }
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    for intent in ["code_review_request", "write_actions", "assistant_flow"] {
+        assert!(system.contains(intent), "{system}");
+    }
+}
+
+/// Duo Chat's documentation tool as Rails calls it (stream, content_id
+/// "ATTRS", documents with ids): each excerpt is shown to the model with its
+/// CNT-IDX-<id> reference and the model is told to list the ones it used
+/// under "ATTRS:", which is where Rails reads the source link from.
+#[tokio::test]
+async fn documentation_answers_carry_the_sources_block_rails_extracts() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["documentation_search"]);
+    let body = json!({
+        "stream": true,
+        "inputs": {
+            "question": "How do I rebase? MOCK_REPLY: Use git rebase.\\n\\nATTRS:\\nCNT-IDX-4711",
+            "content_id": "ATTRS",
+            "documents": [
+                {"id": 4711, "content": "To rebase, run git rebase main.", "metadata": {"source_url": "https://docs.gitlab.com/topics/git/git_rebase/"}},
+                {"id": 815, "content": "Merge trains", "metadata": {}}
+            ]
+        },
+        "prompt_version": "^1.0.0",
+        "model_metadata": meta(&mock.endpoint(), "mistral"),
+    });
+    let resp = post(&gw, &token, "/v1/prompts/chat/documentation_search", &body).await;
+    assert_eq!(resp.status(), 200);
+    let answer = resp.text().await.unwrap();
+    // Rails' TanukiBot response modifier: split at "ATTRS:", first CNT-IDX-(\d+).
+    let (message, sources) = answer.split_once("ATTRS:").expect("a sources block");
+    assert_eq!(message.trim(), "Use git rebase.");
+    let id: String = sources
+        .split("CNT-IDX-")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(id, "4711");
+
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    let user = sent["messages"][1]["content"].as_str().unwrap();
+    assert!(system.contains("\"ATTRS:\""), "{system}");
+    assert!(
+        user.contains("CNT-IDX-4711") && user.contains("CNT-IDX-815"),
+        "{user}"
+    );
+    assert!(user.contains("To rebase, run git rebase main."), "{user}");
+
+    // An older Rails without content_id: the same marker.
+    let mut old = body.clone();
+    old["inputs"].as_object_mut().unwrap().remove("content_id");
+    let resp = post(&gw, &token, "/v1/prompts/chat/documentation_search", &old).await;
+    assert_eq!(resp.status(), 200);
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    assert!(
+        sent["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"ATTRS:\"")
+    );
+}
+
+/// `categorize_question` (inputs {question, previous_answer}): Rails parses
+/// the whole answer as JSON and keeps a category only when it is one of its
+/// list. The answer is cut to the object; the prompt lists Rails' values.
+#[tokio::test]
+async fn categorize_question_answers_rails_categories_as_json() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["duo_chat"]);
+    let question = "What does this do? MOCK_REPLY: Sure!\\n{\"category\": \"Write, improve, or explain code\", \"detailed_category\": \"Explain this code\", \"labels\": [\"contains_code\"], \"language\": \"en\"}\\nHope that helps.";
+    let body = json!({"inputs": {"question": question, "previous_answer": null},
+                      "prompt_version": "^1.0.0",
+                      "model_metadata": meta(&mock.endpoint(), "mistral")});
+    let resp = post(&gw, &token, "/v1/prompts/categorize_question", &body).await;
+    assert_eq!(resp.status(), 200);
+    let content = resp.json::<Value>().await.unwrap();
+    let parsed: Value = serde_json::from_str(content.as_str().unwrap()).unwrap();
+    assert_eq!(parsed["category"], "Write, improve, or explain code");
+    assert_eq!(parsed["detailed_category"], "Explain this code");
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    for value in [
+        "Documentation about GitLab:",
+        "- Documentation question about GitLab CI/CD and other GitLab verify features",
+        "Write, improve, or explain code:",
+        "- Why is this code not producing the expected output?",
+        "- User asks a question that does not fit in any of the other categories.",
+    ] {
+        assert!(system.contains(value), "{value}");
+    }
+    assert!(
+        !system.contains("a short phrase"),
+        "no free-text detailed_category"
+    );
+}

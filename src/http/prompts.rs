@@ -269,10 +269,11 @@ async fn invoke_prompt(
         .chat_retrying(&target, &request, feature, waits)
         .await
         .map_err(ApiError::ModelFailed)?;
+    let text = crate::prompts::finish_answer(&def, completion.text);
     Ok(match api {
-        Api::V1 => Json(Value::String(completion.text)).into_response(),
+        Api::V1 => Json(Value::String(text)).into_response(),
         Api::V2 => {
-            let mut body = json!({ "content": completion.text });
+            let mut body = json!({ "content": text });
             if let Some(u) = completion.usage {
                 body["usage"] = usage_json(&target, &u);
             }
