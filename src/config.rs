@@ -232,6 +232,9 @@ pub struct ModelsConfig {
     pub suggestions_timeout: Duration,
     /// Overrides `max_tokens` of Duo Chat prompts.
     pub chat_max_tokens: Option<u32>,
+    /// `AIGW_PROMPTS__RETRY_DEADLINE` (ours): prompt invocations start no
+    /// retry whose wait would end later than this after the first attempt.
+    pub prompt_retry_deadline: Duration,
     /// Client certificate and key files for model endpoints.
     pub mtls: Option<TlsFiles>,
     /// `AIGW_PROMPTS_DIR` (ours): prompt definitions that replace or add to
@@ -800,6 +803,7 @@ impl Config {
                 "request_timeout_s": self.models.request_timeout.as_secs_f64(),
                 "suggestions_timeout_s": self.models.suggestions_timeout.as_secs_f64(),
                 "chat_max_tokens": self.models.chat_max_tokens,
+                "prompt_retry_deadline_s": self.models.prompt_retry_deadline.as_secs_f64(),
                 "mtls": tls(&self.models.mtls),
                 "prompts_dir": self.models.prompts_dir.as_ref().map(|p| p.display().to_string()),
             },
@@ -839,6 +843,20 @@ fn models_config(env: &Env) -> Result<ModelsConfig, ConfigError> {
         },
     };
     let request_timeout = seconds("AIGW_DUO_CHAT__MODEL_REQUEST_TIMEOUT", 30.0)?;
+    const RETRY_DEADLINE: &str = "AIGW_PROMPTS__RETRY_DEADLINE";
+    let retry_deadline = match env.get(RETRY_DEADLINE) {
+        None => 25.0,
+        Some(v) => match v.parse::<f64>() {
+            Ok(t) if (0.0..=3600.0).contains(&t) => t,
+            _ => {
+                return Err(invalid(
+                    RETRY_DEADLINE,
+                    v,
+                    "expected seconds from 0 (no retries) to 3600, e.g. 25",
+                ));
+            }
+        },
+    };
     let suggestions_timeout = seconds("AIGW_CODE_SUGGESTIONS__MODEL_REQUEST_TIMEOUT", 60.0)?;
     const MAX_TOKENS: &str = "AIGW_DUO_CHAT__MAX_TOKENS";
     let chat_max_tokens = match env.get(MAX_TOKENS) {
@@ -857,6 +875,7 @@ fn models_config(env: &Env) -> Result<ModelsConfig, ConfigError> {
         request_timeout: Duration::from_secs_f64(request_timeout),
         suggestions_timeout: Duration::from_secs_f64(suggestions_timeout),
         chat_max_tokens,
+        prompt_retry_deadline: Duration::from_secs_f64(retry_deadline),
         mtls: tls_files(
             env,
             "AIGW_MTLS__ENABLED",

@@ -275,6 +275,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             custom_models_enabled: config.models.custom_models_enabled,
             disable_streaming: config.models.disable_streaming,
             suggestions_timeout: config.models.suggestions_timeout,
+            retry_deadline: config.models.prompt_retry_deadline,
         },
     ));
     if !config.models.custom_models_enabled {

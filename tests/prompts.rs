@@ -665,3 +665,41 @@ async fn categorize_question_answers_rails_categories_as_json() {
         "no free-text detailed_category"
     );
 }
+
+/// The 3 + 9 + 27 s retries stay inside the caller's budget: with
+/// `AIGW_PROMPTS__RETRY_DEADLINE`, no retry starts whose wait would end past
+/// it, and the failure is answered (421) instead of outliving Rails' wait.
+#[tokio::test]
+async fn prompt_retries_stop_at_the_retry_deadline() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let token = token_with(&["explain_code"]);
+    for (deadline, attempts) in [("2", 1), ("5", 2), ("0", 1)] {
+        let (gw, _) =
+            gateway_with_models(&gitlab, &[("AIGW_PROMPTS__RETRY_DEADLINE", deadline)]).await;
+        let failing = MockModel::start(&["--fault", "500"]);
+        let body = json!({"inputs": explain_inputs("x"), "stream": false,
+                          "model_metadata": meta(&failing.endpoint(), "mistral")});
+        let (status, d) =
+            detail(post(&gw, &token, "/v2/prompts/chat/explain_code", &body).await).await;
+        assert_eq!((status, d.as_str()), (421, "500: Internal Server Error"));
+        assert_eq!(
+            failing.requests().await.len(),
+            attempts,
+            "deadline {deadline} s: 3 s first wait, 9 s second"
+        );
+        assert!(
+            gw.logs()
+                .contains("not retried: the next attempt would start after the retry deadline"),
+            "{}",
+            gw.logs()
+        );
+    }
+    // A bad value names the variable.
+    let out = GatewayBuilder::new()
+        .env("AIGW_PROMPTS__RETRY_DEADLINE", "forever")
+        .command()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AIGW_PROMPTS__RETRY_DEADLINE"));
+}
