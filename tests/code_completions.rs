@@ -567,3 +567,39 @@ async fn a_422_names_the_field_in_fastapis_list_shape() {
     }
     assert!(mock.requests().await.is_empty());
 }
+
+/// Lax types where upstream's pydantic models are lax (audit M8): a numeric
+/// string for an integer field such as `project_id`, a string boolean.
+#[tokio::test]
+async fn numeric_strings_and_string_booleans_are_accepted_as_pydantic_does() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(&gitlab, &[]).await;
+    let ep = mock.endpoint();
+    for (field, value) in [
+        ("project_id", json!("42")),
+        ("project_id", json!(" 42 ")),
+        ("project_id", json!(42.0)),
+        ("project_id", Value::Null),
+        ("prompt_version", json!("2")),
+        ("stream", json!("false")),
+    ] {
+        let mut body = rails_completion(&ep, "# MOCK_REPLY: ok\n", "");
+        body[field] = value.clone();
+        let resp = post(&gw, &token, "/v2/code/completions", &body).await;
+        assert_eq!(resp.status(), 200, "{field}: {value}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["choices"][0]["text"], "ok", "{field}: {value}");
+    }
+    // Not a number at all: still a 422 that names the field, not the value.
+    for value in [json!("forty-two"), json!("4.5"), json!([42])] {
+        let mut body = rails_completion(&ep, "a", "");
+        body["project_id"] = value.clone();
+        let resp = post(&gw, &token, "/v2/code/completions", &body).await;
+        assert_eq!(resp.status(), 422, "{value}");
+        let v: Value = resp.json().await.unwrap();
+        let msg = error_message(422, &v);
+        assert!(msg.starts_with("project_id: "), "{msg}");
+        assert!(!msg.contains("forty"), "{msg}");
+    }
+}

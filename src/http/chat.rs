@@ -56,7 +56,7 @@ struct CurrentFile {
     #[serde(default)]
     file_path: Option<String>,
     data: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lax::bool")]
     selected_code: bool,
 }
 

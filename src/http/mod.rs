@@ -12,6 +12,7 @@ mod definitions;
 mod docs;
 mod error;
 mod generations;
+mod lax;
 mod monitoring;
 mod prompts;
 mod search;

@@ -75,7 +75,7 @@ struct PromptRequest {
     inputs: Map<String, Value>,
     #[serde(default)]
     prompt_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lax::opt_bool")]
     stream: Option<bool>,
     #[serde(default)]
     model_metadata: Option<WireModelMetadata>,
