@@ -92,9 +92,10 @@ bench: static
 	AIGW_BENCH_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) bench --locked --bench gateway
 
 # The gateway and the mock model server on loopback, GitLab played by the
-# demo itself (throwaway key, Rails-shaped requests): tests/demo.rs.
+# demo itself (throwaway key, Rails-shaped requests): tests/demo.rs, a test
+# target without libtest's harness, so only the demo's own lines are printed.
 demo: deps
-	$(CARGO) test --locked --test demo -- --ignored --nocapture --test-threads 1
+	@$(CARGO) test --quiet --locked --test demo -- --demo
 
 clean:
 	$(CARGO) clean
