@@ -50,6 +50,29 @@ fn without_script(text: &str) -> String {
         .join("\n")
 }
 
+/// A code suggestion as GitLab asks for it: the answer's body, its
+/// `choices[0].text` and the time it took, or why there is none.
+async fn suggest(
+    gw: &Gateway,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(Value, String, f64), String> {
+    let (status, text, ms) = call(gw, token, path, body).await;
+    if status != 200 {
+        return Err(format!(
+            "{path}: HTTP {status}: {text}\ngateway logs:\n{}",
+            gw.logs()
+        ));
+    }
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}: {text}"))?;
+    let code = v["choices"][0]["text"].as_str().unwrap_or("").to_string();
+    if code.is_empty() {
+        return Err(format!("{path}: no text in {text}"));
+    }
+    Ok((v, code, ms))
+}
+
 /// Posts `body` to `path` as GitLab does; the answer's status, body and time.
 async fn call(gw: &Gateway, token: &str, path: &str, body: &Value) -> (u16, String, f64) {
     let started = Instant::now();
@@ -143,15 +166,7 @@ async fn demo(out: &mut Out) -> Result<(), String> {
     out.line("1. Code completion (Code Suggestions: the editor asks for the code at the cursor)");
     out.line("   POST /v2/code/completions, file app/fib.py, cursor at ▮:");
     gutter(out, " ", &format!("{above}▮{below}"));
-    let (status, body, ms) = call(&gw, &token, "/v2/code/completions", &completion).await;
-    if status != 200 {
-        return Err(format!("completion: HTTP {status}: {body}\n{}", logs(&gw)));
-    }
-    let v: Value = serde_json::from_str(&body).map_err(|e| format!("completion: {e}: {body}"))?;
-    let text = v["choices"][0]["text"].as_str().unwrap_or("");
-    if text.is_empty() {
-        return Err(format!("completion: no text in {body}"));
-    }
+    let (v, text, ms) = suggest(&gw, &token, "/v2/code/completions", &completion).await?;
     out.line(format!(
         "   answer in {ms:.0} ms from model {}, inserted at the cursor (+):",
         v["model"]["name"].as_str().unwrap_or("?")
@@ -186,15 +201,7 @@ async fn demo(out: &mut Out) -> Result<(), String> {
     out.line("2. Code generation (Code Suggestions: a comment says what to write)");
     out.line("   POST /v2/code/generations, file search.py:");
     gutter(out, " ", instruction.trim_end());
-    let (status, body, ms) = call(&gw, &token, "/v2/code/generations", &generation).await;
-    if status != 200 {
-        return Err(format!("generation: HTTP {status}: {body}\n{}", logs(&gw)));
-    }
-    let v: Value = serde_json::from_str(&body).map_err(|e| format!("generation: {e}: {body}"))?;
-    let code = v["choices"][0]["text"].as_str().unwrap_or("");
-    if code.is_empty() {
-        return Err(format!("generation: no text in {body}"));
-    }
+    let (_, code, ms) = suggest(&gw, &token, "/v2/code/generations", &generation).await?;
     out.line(format!("   answer in {ms:.0} ms, the generated code (+):"));
     gutter(out, "+", code.trim_end());
 
