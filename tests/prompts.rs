@@ -465,6 +465,7 @@ async fn test_connection_refusals_are_readable_by_rails() {
     assert_eq!(resp.status(), 401);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "No authorization header presented");
+    assert_eq!(v["detail"][0]["loc"], json!(["header", "authorization"]));
     assert_eq!(
         rails_connection_tester_message(&v).as_deref(),
         Some("No authorization header presented")

@@ -103,6 +103,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(e) if listed => {
                 // The connection tester reads only `detail`; keep `error` for everyone else.
                 let mut body = validation_body(&e.to_string(), "authentication");
+                body["detail"][0]["loc"] = json!(["header", "authorization"]);
                 body["error"] = e.to_string().into();
                 body
             }
