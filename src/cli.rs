@@ -205,7 +205,7 @@ fn check_config(args: &ServeArgs) -> ExitCode {
     let mut report = match Config::load(&Env::from_process(), &args.overrides()) {
         Ok(config) => check_files(&config, &mut errors, &mut notes),
         Err(e) => {
-            errors.push(format!("configuration: {e}"));
+            errors.push(format!("configuration error: {e}"));
             json!({})
         }
     };
