@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::{
     auth::{AuthSettings, Authenticator},
-    config::{Config, SecretSource, ServiceAuth},
+    config::{Config, ServiceAuth},
     grpc::{self, GateLayer, WorkflowService},
     health::Health,
     http::{DocsSettings, HttpContext},
@@ -70,21 +70,13 @@ struct Reloadable {
     grpc_cert: Option<Arc<ReloadableCert>>,
 }
 
-fn key_sources(auth: &ServiceAuth, dev: bool) -> (Option<SecretSource>, Option<SecretSource>) {
-    let signing = auth
-        .signing_key
-        .clone()
-        .or_else(|| dev.then_some(SecretSource::Ephemeral));
-    (signing, auth.validation_key.clone())
-}
-
 fn load_keys(
     auth: &ServiceAuth,
     dev: bool,
     service: &'static str,
 ) -> Result<LocalKeys, StartupError> {
-    let (signing, validation) = key_sources(auth, dev);
-    LocalKeys::load(signing.as_ref(), validation.as_ref())
+    let signing = auth.signing_key_or_dev(dev);
+    LocalKeys::load(signing.as_ref(), auth.validation_key.as_ref())
         .map_err(|source| StartupError::Key { service, source })
 }
 
@@ -105,10 +97,10 @@ fn warnings(config: &Config) -> Vec<String> {
     if config.workflow_auth.bypass {
         w.push("DUO_WORKFLOW_AUTH__ENABLED=false: the Duo Workflow service accepts every call WITHOUT authentication".to_string());
     }
-    if config.dev_ephemeral_keys
+    if config.dev_mode
         && (config.gateway_auth.signing_key.is_none() || config.workflow_auth.signing_key.is_none())
     {
-        w.push("development mode: tokens are signed with a throwaway key generated at startup; they stop validating on restart".to_string());
+        w.push(format!("development mode (--dev): tokens are signed with the development key {} (`aigw dev-token` mints one from it); never use --dev in production", crate::config::DEV_KEY_FILE));
     }
     w
 }
@@ -205,7 +197,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let trust = TrustStore::load(&config.ca)?;
     tracing::info!(source = %trust.source(), anchors = trust.len(), "outbound trust store loaded");
 
-    let dev = config.dev_ephemeral_keys;
+    let dev = config.dev_mode;
     let gateway_keys = load_keys(&config.gateway_auth, dev, "AI Gateway signing")?;
     let workflow_keys = load_keys(&config.workflow_auth, dev, "Duo Workflow signing")?;
     for (service, keys) in [
@@ -283,6 +275,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             custom_models_enabled: config.models.custom_models_enabled,
             disable_streaming: config.models.disable_streaming,
             suggestions_timeout: config.models.suggestions_timeout,
+            retry_deadline: config.models.prompt_retry_deadline,
         },
     ));
     if !config.models.custom_models_enabled {
@@ -550,7 +543,7 @@ impl Reloadable {
             }
             Err(e) => tracing::error!(error = %e, "reload: keeping the previous trust store"),
         }
-        let dev = c.dev_ephemeral_keys;
+        let dev = c.dev_mode;
         for (service, auth, authn, tokens) in [
             (
                 "AI Gateway",
@@ -565,7 +558,7 @@ impl Reloadable {
                 &self.workflow_tokens,
             ),
         ] {
-            // An ephemeral dev key is kept: regenerating it would invalidate tokens.
+            // The development key is kept as loaded at startup.
             if auth.signing_key.is_none() && dev {
                 continue;
             }
