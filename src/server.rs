@@ -20,14 +20,14 @@ use url::Url;
 
 use crate::{
     auth::{AuthSettings, Authenticator},
-    config::{Config, SecretSource, ServiceAuth},
+    config::{Config, ServiceAuth},
     grpc::{self, GateLayer, WorkflowService},
     health::Health,
     http::{DocsSettings, HttpContext},
     jwks::{JwksCache, JwksTiming},
     keys::LocalKeys,
     listener::{self, Protocol},
-    metrics::{self, GatewayMetrics, WorkflowMetrics},
+    metrics::{self, GatewayMetrics, OidcMetrics, WorkflowMetrics},
     models::{
         openai::{self, OpenAiCompatible},
         service::{ModelService, ModelSettings},
@@ -70,21 +70,13 @@ struct Reloadable {
     grpc_cert: Option<Arc<ReloadableCert>>,
 }
 
-fn key_sources(auth: &ServiceAuth, dev: bool) -> (Option<SecretSource>, Option<SecretSource>) {
-    let signing = auth
-        .signing_key
-        .clone()
-        .or_else(|| dev.then_some(SecretSource::Ephemeral));
-    (signing, auth.validation_key.clone())
-}
-
 fn load_keys(
     auth: &ServiceAuth,
     dev: bool,
     service: &'static str,
 ) -> Result<LocalKeys, StartupError> {
-    let (signing, validation) = key_sources(auth, dev);
-    LocalKeys::load(signing.as_ref(), validation.as_ref())
+    let signing = auth.signing_key_or_dev(dev);
+    LocalKeys::load(signing.as_ref(), auth.validation_key.as_ref())
         .map_err(|source| StartupError::Key { service, source })
 }
 
@@ -105,10 +97,10 @@ fn warnings(config: &Config) -> Vec<String> {
     if config.workflow_auth.bypass {
         w.push("DUO_WORKFLOW_AUTH__ENABLED=false: the Duo Workflow service accepts every call WITHOUT authentication".to_string());
     }
-    if config.dev_ephemeral_keys
+    if config.dev_mode
         && (config.gateway_auth.signing_key.is_none() || config.workflow_auth.signing_key.is_none())
     {
-        w.push("development mode: tokens are signed with a throwaway key generated at startup; they stop validating on restart".to_string());
+        w.push(format!("development mode (--dev): tokens are signed with the development key {} (`aigw dev-token` mints one from it); never use --dev in production", crate::config::DEV_KEY_FILE));
     }
     w
 }
@@ -146,11 +138,10 @@ fn load_client_cert(config: &Config) -> Result<Option<openai::ClientCert>, Start
     }))
 }
 
-fn issuer_urls(auth: &ServiceAuth) -> Vec<(&'static str, Url)> {
-    let mut v = Vec::new();
-    if let Some(u) = &auth.gitlab_url {
-        v.push(("GitLab", u.clone()));
-    }
+/// The OIDC issuers of one service: every GitLab instance, then CustomersDot.
+pub fn issuer_urls(auth: &ServiceAuth) -> Vec<(&'static str, Url)> {
+    let mut v: Vec<(&'static str, Url)> =
+        auth.gitlab_urls().map(|u| ("GitLab", u.clone())).collect();
     if let Some(u) = &auth.customer_portal_url {
         v.push(("CustomersDot", u.clone()));
     }
@@ -206,7 +197,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let trust = TrustStore::load(&config.ca)?;
     tracing::info!(source = %trust.source(), anchors = trust.len(), "outbound trust store loaded");
 
-    let dev = config.dev_ephemeral_keys;
+    let dev = config.dev_mode;
     let gateway_keys = load_keys(&config.gateway_auth, dev, "AI Gateway signing")?;
     let workflow_keys = load_keys(&config.workflow_auth, dev, "Duo Workflow signing")?;
     for (service, keys) in [
@@ -252,7 +243,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let client = crate::jwks::http_client(&trust, &timing).map_err(StartupError::Setup)?;
     let mut urls = issuer_urls(&config.gateway_auth);
     urls.extend(issuer_urls(&config.workflow_auth));
-    let jwks = JwksCache::new(&urls, client, timing);
+    let oidc_metrics = OidcMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
+    let jwks = JwksCache::new(&urls, client, timing, Some(oidc_metrics.clone()));
 
     let gateway_auth = Arc::new(authenticator(&config.gateway_auth, &gateway_keys, &jwks));
     let workflow_auth = Arc::new(authenticator(&config.workflow_auth, &workflow_keys, &jwks));
@@ -266,6 +258,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     ));
 
     let gateway_metrics = GatewayMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
+    oidc_metrics
+        .register(&gateway_metrics.registry)
+        .map_err(|e| StartupError::Setup(e.to_string()))?;
     let client_cert = load_client_cert(&config)?;
     let model_client =
         openai::http_client(&trust, client_cert.as_ref()).map_err(StartupError::Setup)?;
@@ -280,6 +275,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             custom_models_enabled: config.models.custom_models_enabled,
             disable_streaming: config.models.disable_streaming,
             suggestions_timeout: config.models.suggestions_timeout,
+            retry_deadline: config.models.prompt_retry_deadline,
         },
     ));
     if !config.models.custom_models_enabled {
@@ -289,7 +285,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     let workflow_metrics =
         WorkflowMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
-    let health = Arc::new(Health::new(warnings));
+    oidc_metrics
+        .register(&workflow_metrics.registry)
+        .map_err(|e| StartupError::Setup(e.to_string()))?;
+    let health = Arc::new(Health::new(warnings).with_source(jwks.clone()));
 
     // Applications.
     let http_app = crate::http::router(
@@ -568,7 +567,7 @@ impl Reloadable {
             }
             Err(e) => tracing::error!(error = %e, "reload: keeping the previous trust store"),
         }
-        let dev = c.dev_ephemeral_keys;
+        let dev = c.dev_mode;
         for (service, auth, authn, tokens) in [
             (
                 "AI Gateway",
@@ -583,7 +582,7 @@ impl Reloadable {
                 &self.workflow_tokens,
             ),
         ] {
-            // An ephemeral dev key is kept: regenerating it would invalidate tokens.
+            // The development key is kept as loaded at startup.
             if auth.signing_key.is_none() && dev {
                 continue;
             }

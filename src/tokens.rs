@@ -96,6 +96,20 @@ impl TokenAuthority {
         self.key.store(key.map(Arc::new));
     }
 
+    /// The GitLab instance a caller's token speaks for: its
+    /// `gitlab_instance_id`, else, for a GitLab-issued token (self-issued ones
+    /// carry no such claim), its subject: the instance UUID, already bound to
+    /// `X-Gitlab-Instance-Id`. Minted into our tokens, it binds them to that
+    /// header, so a token minted for one instance is refused with another's.
+    fn asking_instance(&self, c: &crate::auth::Claims) -> Option<String> {
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        nonempty(&c.gitlab_instance_id).or_else(|| {
+            (c.iss.as_deref() != Some(self.service_name.as_str()))
+                .then(|| nonempty(&c.sub))
+                .flatten()
+        })
+    }
+
     /// Adds iss/aud/iat/nbf/exp/jti to `claims` and signs them.
     fn mint(&self, mut claims: Map<String, Value>) -> Result<Minted, MintError> {
         let guard = self.key.load();
@@ -138,7 +152,7 @@ impl TokenAuthority {
         claims.insert("gitlab_realm".into(), json!(realm));
         claims.insert(
             "gitlab_instance_id".into(),
-            json!(caller_claims.and_then(|c| c.gitlab_instance_id.clone())),
+            json!(caller_claims.and_then(|c| self.asking_instance(c))),
         );
         claims.insert("scopes".into(), json!(scopes));
         if realm.as_deref() == Some("saas") {
@@ -164,6 +178,17 @@ impl TokenAuthority {
         } else if let Some(uid) = caller_claims.and_then(|c| c.gitlab_instance_uid.clone()) {
             claims.insert("gitlab_instance_uid".into(), uid);
         }
+        self.mint(claims)
+    }
+
+    /// `aigw dev-token`: a token for trying the gateway by hand in `--dev`
+    /// mode, carrying `scopes` and no user, realm or instance (so no
+    /// `X-Gitlab-*` header needs to match). Only ever signed with the
+    /// development key: the command refuses when a real key is configured.
+    pub fn mint_dev(&self, scopes: &[String]) -> Result<Minted, MintError> {
+        let mut claims = Map::new();
+        claims.insert("scopes".into(), json!(scopes));
+        claims.insert("aigw_dev_token".into(), json!(true));
         self.mint(claims)
     }
 

@@ -57,10 +57,10 @@ fn key_paths(auth: &ServiceAuth) -> impl Iterator<Item = PathBuf> + '_ {
         .into_iter()
         .flatten()
         .filter_map(|s| match s {
-            SecretSource::File { path, .. } | SecretSource::Credential { path, .. } => {
-                Some(path.clone())
-            }
-            SecretSource::Inline { .. } | SecretSource::Ephemeral => None,
+            SecretSource::File { path, .. }
+            | SecretSource::Credential { path, .. }
+            | SecretSource::DevKey { path } => Some(path.clone()),
+            SecretSource::Inline { .. } => None,
         })
 }
 

@@ -192,6 +192,37 @@ impl ModelError {
         )
     }
 
+    /// The model refused the prompt as longer than its context window. Model
+    /// servers say so in their own words (OpenAI and vLLM: "maximum context
+    /// length", code `context_length_exceeded`; llama.cpp: "exceeds the
+    /// available context size"; TGI: "must be <= ..." tokens; LiteLLM:
+    /// `ContextWindowExceededError`; Anthropic: "prompt is too long"), always
+    /// as a client error.
+    pub fn is_context_length_exceeded(&self) -> bool {
+        const PHRASES: &[&str] = &[
+            "context length",
+            "context_length",
+            "context window",
+            "contextwindowexceeded",
+            "context size",
+            "prompt is too long",
+            "prompt too long",
+            "input is too long",
+            "too many tokens",
+            "max_new_tokens` must be <=",
+        ];
+        let ModelError::Status {
+            status: 400 | 413 | 422,
+            message,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let m = message.to_ascii_lowercase();
+        PHRASES.iter().any(|p| m.contains(p))
+    }
+
     /// A short label for metrics (`error_type`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -232,4 +263,45 @@ pub trait ModelProvider: Send + Sync {
         target: &ModelTarget,
         request: &TextRequest,
     ) -> Result<Completion, ModelError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> ModelError {
+        ModelError::Status {
+            endpoint: "m:1".into(),
+            status: code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn context_length_errors_in_each_servers_words() {
+        for (code, text) in [
+            (
+                400,
+                "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens",
+            ),
+            (
+                400,
+                "the request exceeds the available context size, try increasing it",
+            ),
+            (
+                422,
+                "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 5000",
+            ),
+            (
+                400,
+                "litellm.ContextWindowExceededError: litellm.BadRequestError: ...",
+            ),
+            (400, "prompt is too long: 210000 tokens > 200000 maximum"),
+        ] {
+            assert!(status(code, text).is_context_length_exceeded(), "{text}");
+        }
+        assert!(!status(400, "model not found").is_context_length_exceeded());
+        assert!(!status(500, "maximum context length").is_context_length_exceeded());
+    }
 }

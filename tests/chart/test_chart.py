@@ -287,8 +287,9 @@ def test_custom_cas_are_added_to_the_public_roots(tmp_path, duo_workflow_key):
         files["SSL_CERT_DIR"] = ":".join(str(tmp_path / d.lstrip("/")) for d in env["SSL_CERT_DIR"].split(":"))
         files["SSL_CERT_FILE"] = str(bundle)
         config = check_config(files)
-        assert config["ca_bundle"]["source"] == "SSL_CERT_FILE/SSL_CERT_DIR"
-        assert config["ca_bundle"]["file"] == str(bundle)
+        source = json.dumps(config["ca_bundle"])
+        assert f"SSL_CERT_FILE={bundle}" in source or f'"file": "{bundle}"' in source, source
+        assert "SSL_CERT_DIR" in source and "ca.d/2" in source, source
 
 
 # --- properties every scenario keeps ----------------------------------------
@@ -314,6 +315,12 @@ def test_env_names_are_unique_and_keys_are_files(all_scenarios, duo_workflow_key
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         for key in secret["data"].values():
             assert base64.b64decode(key).startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+
+
+def test_several_gitlab_instances(helm_name):
+    docs = render(helm_name, *OWN, "--set", "gitlab.additionalUrls={https://a.example.com,https://b.example.com}")
+    assert env_map(docs)["AIGW_ADDITIONAL_GITLAB_URLS"] == "https://a.example.com, https://b.example.com"
+    assert "AIGW_ADDITIONAL_GITLAB_URLS" not in env_map(render(helm_name, *OWN))
 
 
 def test_own_secrets_generate_nothing(helm_name):
@@ -494,6 +501,7 @@ BAD_VALUES = [
     "certificates.customCAs[0].keys[0]=ca.crt",
     "ingress.hosts[0].paths[0].pathType=Anything",
     "docsSearch.dbPath=relative/docs.db",
+    "gitlab.additionalUrls[0]=gitlab-staging.example.com",
 ]
 
 

@@ -189,6 +189,9 @@ drops the chart's *_FILE twin), then the user's, last.
 {{- with include "ai-gateway.gitlab.apiUrl" . }}
 {{- $add = append $add (list "AIGW_GITLAB_API_URL" .) }}
 {{- end }}
+{{- with .Values.gitlab.additionalUrls }}
+{{- $add = append $add (list "AIGW_ADDITIONAL_GITLAB_URLS" (join ", " .)) }}
+{{- end }}
 {{- $add = append $add (list "AIGW_CUSTOMER_PORTAL_URL" (.Values.customerPortalUrl | default "")) }}
 {{- $add = append $add (list "DUO_WORKFLOW_AUTH__OIDC_CUSTOMER_PORTAL_URL" (.Values.customerPortalUrl | default "")) }}
 {{- if .Values.authBypassExternal }}
