@@ -268,7 +268,11 @@ async fn every_route_answers_through_every_platform() {
         assert_eq!(resp.status(), 200, "{ctx}: {}", resp.text().await.unwrap());
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["choices"][0]["text"], "return 42", "{ctx}: {v}");
-        let engine = if matches!(p, P::Gemini) { "vertex_ai" } else { "litellm" };
+        let engine = if matches!(p, P::Gemini) {
+            "vertex_ai"
+        } else {
+            "litellm"
+        };
         assert_eq!(v["model"]["engine"], engine, "{ctx}");
         let resp = complete(&gw, p, f, "# REPLY: x = 1 + 2\n", true).await;
         assert_eq!(resp.status(), 200, "{ctx}");

@@ -277,7 +277,11 @@ fn streamed(content_type: &str, parts: Vec<Vec<u8>>, reset: bool) -> Response {
     if reset {
         parts.truncate(parts.len().div_ceil(2));
     }
-    let items = stream::iter(parts.into_iter().map(|p| Ok::<_, std::io::Error>(Bytes::from(p))));
+    let items = stream::iter(
+        parts
+            .into_iter()
+            .map(|p| Ok::<_, std::io::Error>(Bytes::from(p))),
+    );
     let body = if reset {
         let cut = stream::once(async {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -333,13 +337,20 @@ async fn handle(
     } else {
         return (StatusCode::NOT_FOUND, "no such path").into_response();
     };
-    s.seen.lock().unwrap().push(Seen {
-        platform,
-        path: path.clone(),
-        query: query.clone(),
-        headers: hdr.clone(),
-        body: json.clone(),
-    });
+    {
+        let mut seen = s.seen.lock().unwrap();
+        // Bounded: benchmarks send millions of requests.
+        if seen.len() >= 500 {
+            seen.drain(..250);
+        }
+        seen.push(Seen {
+            platform,
+            path: path.clone(),
+            query: query.clone(),
+            headers: hdr.clone(),
+            body: json.clone(),
+        });
+    }
     match platform {
         "bedrock" => bedrock(&s, &path, &query, &hdr, &body, &json).await,
         "vertex" => vertex(&s, &path, &query, &hdr, &json).await,
