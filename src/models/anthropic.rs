@@ -538,6 +538,50 @@ impl ModelProvider for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
+
+    /// Streamed tool use: `input_json_delta` fragments become one call.
+    #[tokio::test]
+    async fn message_stream_assembles_tool_use() {
+        let sse = [
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":4,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_9","name":"search","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"q\": "}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"ci\"}"}}"#,
+            r#"{"type":"content_block_stop","index":1}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":12}}"#,
+            r#"{"type":"message_stop"}"#,
+        ]
+        .iter()
+        .map(|d| format!("event: x\ndata: {d}\n\n"))
+        .collect::<String>();
+        let resp = reqwest::Response::from(http::Response::new(reqwest::Body::from(sse)));
+        let events: Vec<StreamEvent> = events(resp, "a".into(), Duration::from_secs(5))
+            .map(|e| e.unwrap())
+            .collect()
+            .await;
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Text("Checking.".into()),
+                StreamEvent::ToolCall(ToolCall {
+                    id: "toolu_9".into(),
+                    name: "search".into(),
+                    arguments: r#"{"q": "ci"}"#.into()
+                }),
+                StreamEvent::Done {
+                    finish_reason: Some("tool_calls".into()),
+                    usage: Some(Usage {
+                        input_tokens: 4,
+                        output_tokens: 12
+                    })
+                },
+            ]
+        );
+    }
 
     #[test]
     fn tool_conversation_in_the_messages_shape() {

@@ -572,6 +572,97 @@ impl ModelProvider for Bedrock {
 mod tests {
     use super::*;
     use crate::models::Message;
+    use futures_util::StreamExt;
+
+    fn frame(kind: &str, payload: Value) -> Vec<u8> {
+        use aws_smithy_types::event_stream::Header;
+        let m = Frame::new(payload.to_string().into_bytes())
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ))
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String(kind.to_string().into()),
+            ));
+        let mut out = Vec::new();
+        aws_smithy_eventstream::frame::write_message_to(&m, &mut out).unwrap();
+        out
+    }
+
+    /// Streamed tool use: the input arrives in fragments and leaves as one call.
+    #[tokio::test]
+    async fn converse_stream_assembles_tool_use() {
+        let bytes = [
+            frame("messageStart", json!({"role": "assistant"})),
+            frame(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": "Let me look."}}),
+            ),
+            frame("contentBlockStop", json!({"contentBlockIndex": 0})),
+            frame(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 1,
+                "start": {"toolUse": {"toolUseId": "tooluse_1", "name": "get_issue"}}}),
+            ),
+            frame(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"id\""}}}),
+            ),
+            frame(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": ": 7}"}}}),
+            ),
+            frame("contentBlockStop", json!({"contentBlockIndex": 1})),
+            frame("messageStop", json!({"stopReason": "tool_use"})),
+            frame(
+                "metadata",
+                json!({"usage": {"inputTokens": 5, "outputTokens": 9}}),
+            ),
+        ]
+        .concat();
+        // Delivered three bytes at a time.
+        let chunks: Vec<Result<bytes::Bytes, reqwest::Error>> = bytes
+            .chunks(3)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let state = FrameStream {
+            body: Box::pin(futures_util::stream::iter(chunks)),
+            buffer: BytesMut::new(),
+            decoder: MessageFrameDecoder::new(),
+            endpoint: "b".into(),
+            timer: IdleTimer::new(Duration::from_secs(5)),
+            tools: BTreeMap::new(),
+            finish: None,
+            usage: None,
+            pending: Vec::new(),
+            done: false,
+        };
+        let events: Vec<StreamEvent> = stream::unfold(state, |mut s| async move {
+            s.next_event().await.map(|item| (item, s))
+        })
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Text("Let me look.".into()),
+                StreamEvent::ToolCall(ToolCall {
+                    id: "tooluse_1".into(),
+                    name: "get_issue".into(),
+                    arguments: r#"{"id": 7}"#.into()
+                }),
+                StreamEvent::Done {
+                    finish_reason: Some("tool_calls".into()),
+                    usage: Some(Usage {
+                        input_tokens: 5,
+                        output_tokens: 9
+                    })
+                },
+            ]
+        );
+    }
 
     #[test]
     fn converse_body_merges_turns_and_carries_tools_and_guardrail() {

@@ -521,6 +521,55 @@ impl ModelProvider for Vertex {
 mod tests {
     use super::*;
     use crate::models::Message;
+    use futures_util::StreamExt;
+
+    /// Gemini sends function calls whole; thoughts are not answer text.
+    #[tokio::test]
+    async fn gemini_stream_carries_function_calls() {
+        let sse = [
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hmm","thought":true}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Looking it up."}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_issue","args":{"id":7}}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":8}}"#,
+        ]
+        .iter()
+        .map(|d| format!("data: {d}\r\n\r\n"))
+        .collect::<String>();
+        let resp = reqwest::Response::from(http::Response::new(reqwest::Body::from(sse)));
+        let state = GeminiStream {
+            events: Box::pin(resp.bytes_stream().eventsource()),
+            endpoint: "v".into(),
+            timer: IdleTimer::new(Duration::from_secs(5)),
+            finish: None,
+            usage: None,
+            calls: 0,
+            pending: Vec::new(),
+            done: false,
+        };
+        let events: Vec<StreamEvent> = stream::unfold(state, |mut s| async move {
+            s.next_event().await.map(|item| (item, s))
+        })
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Text("Looking it up.".into()),
+                StreamEvent::ToolCall(ToolCall {
+                    id: "call_0_get_issue".into(),
+                    name: "get_issue".into(),
+                    arguments: r#"{"id":7}"#.into()
+                }),
+                StreamEvent::Done {
+                    finish_reason: Some("tool_calls".into()),
+                    usage: Some(Usage {
+                        input_tokens: 3,
+                        output_tokens: 8
+                    })
+                },
+            ]
+        );
+    }
 
     #[test]
     fn tool_results_name_their_function() {
