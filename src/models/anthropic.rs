@@ -129,6 +129,45 @@ pub(super) fn arguments(call: &ToolCall) -> Value {
     }
 }
 
+/// Claude models that accept a trailing assistant message as the start of
+/// their answer (upstream's list, in `-` spelling).
+const PREFILL_CAPABLE: &[&str] = &[
+    "opus-4-1",
+    "opus-4-5",
+    "sonnet-4-5",
+    "haiku-4-5",
+    "sonnet-4-20250514",
+    "3-haiku-20240307",
+    "3-sonnet-20240229",
+];
+
+/// The conversation as a Claude model takes it: for a Claude model that
+/// cannot continue a trailing assistant message (a ReAct scratchpad), that
+/// message becomes user context, as upstream (LiteLLM) sends it.
+pub(super) fn claude_messages<'a>(
+    messages: &'a [Message],
+    model: &str,
+) -> std::borrow::Cow<'a, [Message]> {
+    let name = model.to_ascii_lowercase().replace(['_', '.'], "-");
+    let trailing_assistant = messages
+        .last()
+        .is_some_and(|m| m.role == Role::Assistant && m.tool_calls.is_empty());
+    if !name.contains("claude")
+        || !trailing_assistant
+        || PREFILL_CAPABLE.iter().any(|p| name.contains(p))
+    {
+        return std::borrow::Cow::Borrowed(messages);
+    }
+    let mut out = messages.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = Message::new(
+            Role::User,
+            format!("[Previous assistant context]: {}", last.content),
+        );
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Appends `block` to the last turn when it has `role`, else starts a turn.
 fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, block: Value) {
     match turns.last_mut() {
@@ -137,17 +176,19 @@ fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, block: 
     }
 }
 
-/// The Messages API body. `model: None` for Vertex AI (the model is in the
-/// URL, and `anthropic_version` in the body).
+/// The Messages API body for `model`. `in_body: false` for Vertex AI (the
+/// model is in the URL, and `anthropic_version` in the body).
 pub(super) fn body(
     req: &ChatRequest,
-    model: Option<&str>,
+    model: &str,
+    in_body: bool,
     anthropic_version: Option<&str>,
     stream: bool,
 ) -> Value {
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in &req.messages {
+    let messages = claude_messages(&req.messages, model);
+    for m in messages.iter() {
         match m.role {
             Role::System => {
                 if !m.content.is_empty() {
@@ -189,7 +230,7 @@ pub(super) fn body(
         }
     }
     let mut out = Map::new();
-    if let Some(model) = model {
+    if in_body {
         out.insert("model".into(), json!(model));
     }
     if let Some(v) = anthropic_version {
@@ -509,7 +550,7 @@ impl ModelProvider for Anthropic {
         target: &ModelTarget,
         req: &ChatRequest,
     ) -> Result<Completion, ModelError> {
-        let body = body(req, Some(&target.model), None, false);
+        let body = body(req, &target.model, true, None, false);
         let resp = self.post(target, &body, req.timeout).await?;
         let endpoint = target.endpoint_host();
         let v = client::json_body(&endpoint, resp, req.timeout).await?;
@@ -521,7 +562,7 @@ impl ModelProvider for Anthropic {
         target: &ModelTarget,
         req: &ChatRequest,
     ) -> Result<EventStream, ModelError> {
-        let body = body(req, Some(&target.model), None, true);
+        let body = body(req, &target.model, true, None, true);
         let resp = self.post(target, &body, req.timeout).await?;
         Ok(events(resp, target.endpoint_host(), req.timeout))
     }
@@ -600,7 +641,7 @@ mod tests {
             ],
             Duration::from_secs(1),
         );
-        let b = body(&req, Some("claude"), None, true);
+        let b = body(&req, "claude", true, None, true);
         assert_eq!(b["system"], "Be brief.");
         assert_eq!(b["max_tokens"], 4096);
         assert_eq!(b["stream"], true);
@@ -611,5 +652,27 @@ mod tests {
         assert_eq!(m[2]["role"], "user");
         assert_eq!(m[2]["content"][0]["type"], "tool_result");
         assert_eq!(m[2]["content"][1]["text"], "Thanks.");
+    }
+
+    #[test]
+    fn a_trailing_prefill_becomes_context_for_claude_models_that_refuse_it() {
+        let msgs = vec![
+            Message::new(Role::User, "q"),
+            Message::new(Role::Assistant, "Thought: "),
+        ];
+        let turned = claude_messages(&msgs, "claude-3-5-sonnet-v2@20241022");
+        assert_eq!(turned[1].role, Role::User);
+        assert_eq!(turned[1].content, "[Previous assistant context]: Thought: ");
+        for kept in [
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "claude-sonnet-4-5@20250929",
+            "mistral.large",
+        ] {
+            assert_eq!(
+                claude_messages(&msgs, kept)[1].role,
+                Role::Assistant,
+                "{kept}"
+            );
+        }
     }
 }

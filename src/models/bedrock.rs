@@ -185,10 +185,11 @@ fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, block: 
 }
 
 /// The Converse / ConverseStream body.
-fn converse_body(req: &ChatRequest, guardrail: Option<&Value>) -> Value {
+fn converse_body(req: &ChatRequest, model: &str, guardrail: Option<&Value>) -> Value {
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in &req.messages {
+    let messages = anthropic::claude_messages(&req.messages, model);
+    for m in messages.iter() {
         match m.role {
             Role::System => {
                 if !m.content.is_empty() {
@@ -526,7 +527,7 @@ impl ModelProvider for Bedrock {
         target: &ModelTarget,
         req: &ChatRequest,
     ) -> Result<Completion, ModelError> {
-        let body = converse_body(req, self.guardrail.as_ref());
+        let body = converse_body(req, &target.model, self.guardrail.as_ref());
         let resp = self.post(target, "converse", &body, req.timeout).await?;
         let endpoint = target.endpoint_host();
         let v = client::json_body(&endpoint, resp, req.timeout).await?;
@@ -538,7 +539,7 @@ impl ModelProvider for Bedrock {
         target: &ModelTarget,
         req: &ChatRequest,
     ) -> Result<EventStream, ModelError> {
-        let body = converse_body(req, self.guardrail.as_ref());
+        let body = converse_body(req, &target.model, self.guardrail.as_ref());
         let resp = self
             .post(target, "converse-stream", &body, req.timeout)
             .await?;
@@ -688,7 +689,7 @@ mod tests {
             parameters: json!({"type": "object"}),
         }];
         let g = json!({"guardrailIdentifier": "g", "guardrailVersion": "1", "trace": "enabled"});
-        let b = converse_body(&req, Some(&g));
+        let b = converse_body(&req, "anthropic.claude-3-haiku-20240307-v1:0", Some(&g));
         assert_eq!(b["system"][0]["text"], "sys");
         assert_eq!(b["messages"][1]["content"][1]["toolUse"]["input"]["q"], "x");
         assert_eq!(

@@ -431,7 +431,13 @@ impl ModelProvider for Vertex {
         let endpoint = target.endpoint_host();
         match publisher(target) {
             VertexPublisher::Anthropic => {
-                let body = anthropic::body(req, None, Some(VERTEX_ANTHROPIC_VERSION), false);
+                let body = anthropic::body(
+                    req,
+                    &target.model,
+                    false,
+                    Some(VERTEX_ANTHROPIC_VERSION),
+                    false,
+                );
                 let resp = self.post(target, "rawPredict", &body, req.timeout).await?;
                 let v = client::json_body(&endpoint, resp, req.timeout).await?;
                 anthropic::completion(&v, &endpoint)
@@ -476,7 +482,13 @@ impl ModelProvider for Vertex {
         let endpoint = target.endpoint_host();
         match publisher(target) {
             VertexPublisher::Anthropic => {
-                let body = anthropic::body(req, None, Some(VERTEX_ANTHROPIC_VERSION), true);
+                let body = anthropic::body(
+                    req,
+                    &target.model,
+                    false,
+                    Some(VERTEX_ANTHROPIC_VERSION),
+                    true,
+                );
                 let resp = self
                     .post(target, "streamRawPredict", &body, req.timeout)
                     .await?;
