@@ -464,6 +464,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             _ = sighup.recv() => {
                 systemd::reloading();
                 reloadable.reload();
+                reloadable.model_provider.forget_credentials().await;
                 systemd::ready(&addrs.status_line());
             }
             _ = sigterm.recv() => break,

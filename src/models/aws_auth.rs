@@ -98,6 +98,11 @@ impl AwsAuth {
         }
     }
 
+    /// Forgets cached credentials (SIGHUP: rotated files are read again).
+    pub async fn forget(&self) {
+        *self.cache.lock().await = Cache::Empty;
+    }
+
     /// The identity for one request; `request_key` is the request's own Bedrock API key.
     pub async fn identity(&self, request_key: Option<&str>) -> Result<AwsIdentity, ModelError> {
         if let Some(k) = request_key.filter(|k| !k.is_empty()) {
@@ -157,7 +162,9 @@ impl AwsAuth {
                 Ok(credentials)
             }
             Err(e) => {
-                let detail = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
+                // Display texts only: the SDK's Debug forms carry raw
+                // responses, which for a credentials answer means secrets.
+                let detail = crate::telemetry::error_chain(&e);
                 let message = match e {
                     aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_) => {
                         format!("no AWS credentials found; looked at {LOOKED_AT}")

@@ -56,6 +56,11 @@ impl Bedrock {
         }
     }
 
+    /// Forgets cached credentials.
+    pub async fn forget_credentials(&self) {
+        self.auth.forget().await;
+    }
+
     async fn post(
         &self,
         target: &ModelTarget,

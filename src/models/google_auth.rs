@@ -93,6 +93,11 @@ impl GoogleAuth {
         }
     }
 
+    /// Forgets the cached token (SIGHUP: a rotated key file is read again).
+    pub async fn forget(&self) {
+        *self.cache.lock().await = None;
+    }
+
     /// A valid token: the cached one, or a fresh one.
     pub async fn token(&self) -> Result<GoogleToken, ModelError> {
         let mut cache = self.cache.lock().await;

@@ -57,6 +57,13 @@ impl Platforms {
         self.client.set(client);
     }
 
+    /// Forgets cached cloud credentials, so the next call reads rotated
+    /// files (profiles, web identity token, service-account key) again.
+    pub async fn forget_credentials(&self) {
+        self.bedrock.forget_credentials().await;
+        self.vertex.forget_credentials().await;
+    }
+
     fn provider(&self, target: &ModelTarget) -> &dyn ModelProvider {
         match target.platform {
             Platform::OpenAi(_) | Platform::Azure { .. } => self.openai.as_ref(),

@@ -36,6 +36,11 @@ impl Vertex {
         Self { client, auth }
     }
 
+    /// Forgets the cached token.
+    pub async fn forget_credentials(&self) {
+        self.auth.forget().await;
+    }
+
     async fn post(
         &self,
         target: &ModelTarget,
