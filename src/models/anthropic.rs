@@ -11,15 +11,14 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use eventsource_stream::Eventsource;
-use futures_util::{Stream, stream};
+use futures_util::stream;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::{
     ChatRequest, Completion, EventStream, Message, ModelError, ModelProvider, Role, StreamEvent,
     TextRequest, ToolCall, Usage,
-    client::{self, IdleTimer, SharedClient},
+    client::{self, IdleTimer, SharedClient, SseStream},
     target::ModelTarget,
 };
 
@@ -90,22 +89,11 @@ impl Anthropic {
 
 /// 401/403 in words an administrator acts on.
 fn explain(e: ModelError, model: &str) -> ModelError {
-    match e {
-        ModelError::Status {
-            endpoint,
-            status: status @ (401 | 403),
-            message,
-            retry_after,
-        } => ModelError::Status {
-            message: format!(
-                "the Anthropic endpoint refused the key for model '{model}' (request api_key, else ANTHROPIC_API_KEY): {message}"
-            ),
-            endpoint,
-            status,
-            retry_after,
-        },
-        other => other,
-    }
+    client::reword(e, &[401, 403], |m| {
+        format!(
+            "the Anthropic endpoint refused the key for model '{model}' (request api_key, else ANTHROPIC_API_KEY): {m}"
+        )
+    })
 }
 
 /// OpenAI's names for Anthropic's (and Bedrock's) stop reasons, as LiteLLM
@@ -168,8 +156,9 @@ pub(super) fn claude_messages<'a>(
     std::borrow::Cow::Owned(out)
 }
 
-/// Appends `block` to the last turn when it has `role`, else starts a turn.
-fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, block: Value) {
+/// Appends `block` to the last turn when it has `role`, else starts a turn
+/// (Anthropic, Bedrock and Gemini all want alternating turns).
+pub(super) fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, block: Value) {
     match turns.last_mut() {
         Some((r, blocks)) if *r == role => blocks.push(block),
         _ => turns.push((role, vec![block])),
@@ -329,7 +318,7 @@ fn str_at(v: &Value, key: &str) -> String {
 /// A streamed Messages API answer as seam events.
 pub(super) fn events(resp: reqwest::Response, endpoint: String, idle: Duration) -> EventStream {
     let state = StreamState {
-        events: Box::pin(resp.bytes_stream().eventsource()),
+        events: client::sse(resp),
         endpoint,
         timer: IdleTimer::new(idle),
         blocks: BTreeMap::new(),
@@ -342,17 +331,6 @@ pub(super) fn events(resp: reqwest::Response, endpoint: String, idle: Duration) 
         s.next_event().await.map(|item| (item, s))
     }))
 }
-
-type SseStream = std::pin::Pin<
-    Box<
-        dyn Stream<
-                Item = Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<reqwest::Error>,
-                >,
-            > + Send,
-    >,
->;
 
 struct StreamState {
     events: SseStream,

@@ -11,7 +11,7 @@
 use url::Url;
 
 use super::{
-    ModelError,
+    ModelError, client,
     target::{ModelTarget, Platform},
 };
 
@@ -48,35 +48,15 @@ pub fn authorize(
 
 /// Azure's own failures in words an administrator acts on.
 pub fn explain(e: ModelError, target: &ModelTarget) -> ModelError {
-    match e {
-        ModelError::Status {
-            endpoint,
-            status: status @ (401 | 403),
-            message,
-            retry_after,
-        } => ModelError::Status {
-            message: format!(
-                "Azure OpenAI refused the key for deployment '{}' (request api_key, else AZURE_API_KEY): {message}",
-                target.model
-            ),
-            endpoint,
-            status,
-            retry_after,
-        },
-        ModelError::Status {
-            endpoint,
-            status: 404,
-            message,
-            retry_after,
-        } => ModelError::Status {
-            message: format!(
-                "no Azure OpenAI deployment '{}' at this endpoint (or api-version unsupported): {message}",
-                target.model
-            ),
-            endpoint,
-            status: 404,
-            retry_after,
-        },
-        other => other,
-    }
+    let deployment = &target.model;
+    let e = client::reword(e, &[401, 403], |m| {
+        format!(
+            "Azure OpenAI refused the key for deployment '{deployment}' (request api_key, else AZURE_API_KEY): {m}"
+        )
+    });
+    client::reword(e, &[404], |m| {
+        format!(
+            "no Azure OpenAI deployment '{deployment}' at this endpoint (or api-version unsupported): {m}"
+        )
+    })
 }

@@ -149,44 +149,15 @@ fn signing_failed(message: String) -> ModelError {
 
 /// AWS's refusals in words an administrator acts on; throttling with a `Retry-After`.
 fn explain(e: ModelError, target: &ModelTarget, region: &str) -> ModelError {
-    match client::with_retry_after(e) {
-        ModelError::Status {
-            endpoint,
-            status: status @ (401 | 403),
-            message,
-            retry_after,
-        } => ModelError::Status {
-            message: format!(
-                "Amazon Bedrock denied access to model '{}' in region {region} (do the credentials allow bedrock:InvokeModel / bedrock:InvokeModelWithResponseStream on it, and is model access granted in this region?): {message}",
-                target.model
-            ),
-            endpoint,
-            status,
-            retry_after,
-        },
-        ModelError::Status {
-            endpoint,
-            status: 404,
-            message,
-            retry_after,
-        } => ModelError::Status {
-            message: format!(
-                "Amazon Bedrock has no model '{}' in region {region}: {message}",
-                target.model
-            ),
-            endpoint,
-            status: 404,
-            retry_after,
-        },
-        other => other,
-    }
-}
-
-fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, block: Value) {
-    match turns.last_mut() {
-        Some((r, blocks)) if *r == role => blocks.push(block),
-        _ => turns.push((role, vec![block])),
-    }
+    let model = &target.model;
+    let e = client::reword(client::with_retry_after(e), &[401, 403], |m| {
+        format!(
+            "Amazon Bedrock denied access to model '{model}' in region {region} (do the credentials allow bedrock:InvokeModel / bedrock:InvokeModelWithResponseStream on it, and is model access granted in this region?): {m}"
+        )
+    });
+    client::reword(e, &[404], |m| {
+        format!("Amazon Bedrock has no model '{model}' in region {region}: {m}")
+    })
 }
 
 /// The Converse / ConverseStream body.
@@ -203,15 +174,15 @@ fn converse_body(req: &ChatRequest, model: &str, guardrail: Option<&Value>) -> V
             }
             Role::User => {
                 if !m.content.is_empty() {
-                    push(&mut turns, "user", json!({"text": m.content}));
+                    anthropic::push(&mut turns, "user", json!({"text": m.content}));
                 }
             }
             Role::Assistant => {
                 if !m.content.is_empty() {
-                    push(&mut turns, "assistant", json!({"text": m.content}));
+                    anthropic::push(&mut turns, "assistant", json!({"text": m.content}));
                 }
                 for c in &m.tool_calls {
-                    push(
+                    anthropic::push(
                         &mut turns,
                         "assistant",
                         json!({"toolUse": {"toolUseId": c.id, "name": c.name,
@@ -219,7 +190,7 @@ fn converse_body(req: &ChatRequest, model: &str, guardrail: Option<&Value>) -> V
                     );
                 }
             }
-            Role::Tool => push(
+            Role::Tool => anthropic::push(
                 &mut turns,
                 "user",
                 json!({"toolResult": {

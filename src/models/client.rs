@@ -253,6 +253,43 @@ impl IdleTimer {
     }
 }
 
+/// A response body read as server-sent events.
+pub type SseStream = Pin<
+    Box<
+        dyn Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+pub fn sse(resp: reqwest::Response) -> SseStream {
+    use eventsource_stream::Eventsource;
+    Box::pin(resp.bytes_stream().eventsource())
+}
+
+/// A platform's refusal in words an administrator acts on: the message of a
+/// [`ModelError::Status`] with one of `statuses` is rewritten by `say` (given
+/// the platform's own message), everything else is passed on.
+pub fn reword(e: ModelError, statuses: &[u16], say: impl FnOnce(&str) -> String) -> ModelError {
+    match e {
+        ModelError::Status {
+            endpoint,
+            status,
+            message,
+            retry_after,
+        } if statuses.contains(&status) => ModelError::Status {
+            message: say(&message),
+            endpoint,
+            status,
+            retry_after,
+        },
+        other => other,
+    }
+}
+
 /// How long an unbounded throttling answer asks clients to wait, when the
 /// platform (Bedrock, Vertex AI) sends no `Retry-After` of its own.
 pub const DEFAULT_RETRY_AFTER: &str = "5";

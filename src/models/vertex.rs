@@ -11,14 +11,13 @@
 
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
-use futures_util::{Stream, stream};
+use futures_util::stream;
 use serde_json::{Map, Value, json};
 
 use super::{
     ChatRequest, Completion, EventStream, ModelError, ModelProvider, Role, StreamEvent,
     TextRequest, ToolCall, Usage, anthropic,
-    client::{self, IdleTimer, SharedClient},
+    client::{self, IdleTimer, SharedClient, SseStream},
     google_auth::GoogleAuth,
     target::{ModelTarget, Platform, VertexPublisher},
 };
@@ -103,37 +102,17 @@ impl Vertex {
 
 /// Google's refusals in words an administrator acts on; throttling with a `Retry-After`.
 fn explain(e: ModelError, target: &ModelTarget, project: &str, location: &str) -> ModelError {
-    match client::with_retry_after(e) {
-        ModelError::Status {
-            endpoint,
-            status: status @ (401 | 403),
-            message,
-            retry_after,
-        } => ModelError::Status {
-            message: format!(
-                "Vertex AI denied access to model '{}' in project '{project}', location '{location}' (does the service account have roles/aiplatform.user, is the model enabled?): {message}",
-                target.model
-            ),
-            endpoint,
-            status,
-            retry_after,
-        },
-        ModelError::Status {
-            endpoint,
-            status: 404,
-            message,
-            retry_after,
-        } => ModelError::Status {
-            message: format!(
-                "Vertex AI has no model '{}' in project '{project}', location '{location}': {message}",
-                target.model
-            ),
-            endpoint,
-            status: 404,
-            retry_after,
-        },
-        other => other,
-    }
+    let model = &target.model;
+    let e = client::reword(client::with_retry_after(e), &[401, 403], |m| {
+        format!(
+            "Vertex AI denied access to model '{model}' in project '{project}', location '{location}' (does the service account have roles/aiplatform.user, is the model enabled?): {m}"
+        )
+    });
+    client::reword(e, &[404], |m| {
+        format!(
+            "Vertex AI has no model '{model}' in project '{project}', location '{location}': {m}"
+        )
+    })
 }
 
 /// JSON Schema keywords Gemini's function declarations refuse.
@@ -150,13 +129,6 @@ fn gemini_schema(v: &Value) -> Value {
     }
 }
 
-fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, part: Value) {
-    match turns.last_mut() {
-        Some((r, parts)) if *r == role => parts.push(part),
-        _ => turns.push((role, vec![part])),
-    }
-}
-
 /// The Gemini `generateContent` body.
 fn gemini_body(req: &ChatRequest) -> Value {
     let mut system = Vec::new();
@@ -170,15 +142,15 @@ fn gemini_body(req: &ChatRequest) -> Value {
             }
             Role::User => {
                 if !m.content.is_empty() {
-                    push(&mut turns, "user", json!({"text": m.content}));
+                    anthropic::push(&mut turns, "user", json!({"text": m.content}));
                 }
             }
             Role::Assistant => {
                 if !m.content.is_empty() {
-                    push(&mut turns, "model", json!({"text": m.content}));
+                    anthropic::push(&mut turns, "model", json!({"text": m.content}));
                 }
                 for c in &m.tool_calls {
-                    push(
+                    anthropic::push(
                         &mut turns,
                         "model",
                         json!({"functionCall": {"name": c.name, "args": anthropic::arguments(c)}}),
@@ -200,7 +172,7 @@ fn gemini_body(req: &ChatRequest) -> Value {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({"content": m.content}),
                 };
-                push(
+                anthropic::push(
                     &mut turns,
                     "user",
                     json!({"functionResponse": {"name": name, "response": response}}),
@@ -311,17 +283,6 @@ fn gemini_parts(v: &Value, calls_so_far: usize) -> (String, Vec<ToolCall>) {
     }
     (text, calls)
 }
-
-type SseStream = std::pin::Pin<
-    Box<
-        dyn Stream<
-                Item = Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<reqwest::Error>,
-                >,
-            > + Send,
-    >,
->;
 
 struct GeminiStream {
     events: SseStream,
@@ -509,7 +470,7 @@ impl ModelProvider for Vertex {
                     )
                     .await?;
                 let state = GeminiStream {
-                    events: Box::pin(resp.bytes_stream().eventsource()),
+                    events: client::sse(resp),
                     endpoint,
                     timer: IdleTimer::new(req.timeout),
                     finish: None,
@@ -553,7 +514,7 @@ mod tests {
         .collect::<String>();
         let resp = reqwest::Response::from(http::Response::new(reqwest::Body::from(sse)));
         let state = GeminiStream {
-            events: Box::pin(resp.bytes_stream().eventsource()),
+            events: client::sse(resp),
             endpoint: "v".into(),
             timer: IdleTimer::new(Duration::from_secs(5)),
             finish: None,
