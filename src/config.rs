@@ -254,6 +254,119 @@ pub struct ModelsConfig {
     /// `AIGW_PROMPTS_DIR` (ours): prompt definitions that replace or add to
     /// the embedded ones, same layout as `src/prompts/definitions`.
     pub prompts_dir: Option<PathBuf>,
+    /// Cloud model platforms (Bedrock, Vertex AI, Azure OpenAI, Anthropic).
+    pub cloud: CloudConfig,
+}
+
+/// A secret read from one environment variable. Prints as its origin only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub var: &'static str,
+    value: String,
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<redacted: env {}>)", self.var)
+    }
+}
+
+/// A setting and the variable it came from (error messages name it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FromVar<T> {
+    pub var: &'static str,
+    pub value: T,
+}
+
+/// Amazon Bedrock (`bedrock/<model id, inference profile or ARN>`).
+///
+/// The SigV4 credentials themselves (`AWS_ACCESS_KEY_ID`, profiles, web
+/// identity, container and instance metadata) are found by the AWS SDK's own
+/// credential chain, which reads its `AWS_*` variables and `~/.aws` files the
+/// way every AWS SDK does; [`Self::credential_vars`] lists the ones that are
+/// set, for `check-config` and error messages.
+#[derive(Clone, Debug, Default)]
+pub struct BedrockConfig {
+    /// `AWS_REGION`, `AWS_REGION_NAME` (LiteLLM's) or `AWS_DEFAULT_REGION`.
+    pub region: Option<FromVar<String>>,
+    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, else `AWS_ENDPOINT_URL` (VPC endpoints).
+    pub endpoint: Option<FromVar<Url>>,
+    /// `AWS_BEARER_TOKEN_BEDROCK`: a Bedrock API key, used instead of SigV4.
+    pub bearer_token: Option<Secret>,
+    /// `AIGW_BEDROCK_GUARDRAIL_CONFIG`, validated, as Converse's `guardrailConfig`.
+    pub guardrail: Option<Value>,
+    /// Names of the AWS credential variables that are set (never values).
+    pub credential_vars: Vec<&'static str>,
+}
+
+/// The variables the AWS SDK's credential chain looks at, in its order.
+pub const AWS_CREDENTIAL_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_EC2_METADATA_DISABLED",
+];
+
+/// Google Vertex AI (`vertex_ai/<model>@<version>`).
+#[derive(Clone, Debug)]
+pub struct VertexConfig {
+    /// `VERTEXAI_PROJECT`; else the service account's `project_id`, else the metadata server's.
+    pub project: Option<String>,
+    /// `AIGW_VERTEXAI_LOCATION`, `VERTEXAI_LOCATION`, else `global` (as upstream).
+    pub location: String,
+    /// `AIGW_VERTEXAI_ENDPOINT` (ours): base URL replacing
+    /// `https://{location}-aiplatform.googleapis.com` (Private Service Connect).
+    pub endpoint: Option<Url>,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`: a service-account (or gcloud user) JSON file.
+    pub credentials_file: Option<PathBuf>,
+    /// gcloud's application-default credentials file under `$HOME`, tried when
+    /// `GOOGLE_APPLICATION_CREDENTIALS` is unset (it may not exist).
+    pub adc_file: Option<PathBuf>,
+    /// The metadata server (`GCE_METADATA_HOST`, default `metadata.google.internal`).
+    pub metadata_url: Url,
+}
+
+/// Azure OpenAI (`azure/<deployment>`).
+#[derive(Clone, Debug)]
+pub struct AzureConfig {
+    /// `AZURE_API_VERSION` (LiteLLM's name), default [`AZURE_DEFAULT_API_VERSION`].
+    pub api_version: String,
+    /// `AZURE_API_KEY`: used when the request carries no key.
+    pub api_key: Option<Secret>,
+    /// `AZURE_API_BASE`: used when the request names no endpoint.
+    pub api_base: Option<Url>,
+}
+
+/// The latest generally available Azure OpenAI data-plane API version.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Anthropic's Messages API (`anthropic/<model>`).
+#[derive(Clone, Debug, Default)]
+pub struct AnthropicConfig {
+    /// `ANTHROPIC_API_KEY`: used when the request carries no key.
+    pub api_key: Option<Secret>,
+}
+
+/// Every cloud platform's settings.
+#[derive(Clone, Debug)]
+pub struct CloudConfig {
+    pub bedrock: BedrockConfig,
+    pub vertex: VertexConfig,
+    pub azure: AzureConfig,
+    pub anthropic: AnthropicConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -850,6 +963,28 @@ impl Config {
                 "prompt_retry_deadline_s": self.models.prompt_retry_deadline.as_secs_f64(),
                 "mtls": tls(&self.models.mtls),
                 "prompts_dir": self.models.prompts_dir.as_ref().map(|p| p.display().to_string()),
+                "bedrock": {
+                    "region": self.models.cloud.bedrock.region.as_ref().map(|r| format!("{} (from {})", r.value, r.var)),
+                    "endpoint": self.models.cloud.bedrock.endpoint.as_ref().map(|e| redact_url(&e.value)),
+                    "bearer_token": self.models.cloud.bedrock.bearer_token.as_ref().map(|s| format!("<redacted: env {}>", s.var)),
+                    "guardrail": self.models.cloud.bedrock.guardrail,
+                    "credential_variables_set": self.models.cloud.bedrock.credential_vars,
+                },
+                "vertex_ai": {
+                    "project": self.models.cloud.vertex.project,
+                    "location": self.models.cloud.vertex.location,
+                    "endpoint": self.models.cloud.vertex.endpoint.as_ref().map(redact_url),
+                    "credentials_file": self.models.cloud.vertex.credentials_file.as_ref().map(|p| p.display().to_string()),
+                    "metadata_server": redact_url(&self.models.cloud.vertex.metadata_url),
+                },
+                "azure": {
+                    "api_version": self.models.cloud.azure.api_version,
+                    "api_key": self.models.cloud.azure.api_key.as_ref().map(|s| format!("<redacted: env {}>", s.var)),
+                    "api_base": self.models.cloud.azure.api_base.as_ref().map(redact_url),
+                },
+                "anthropic": {
+                    "api_key": self.models.cloud.anthropic.api_key.as_ref().map(|s| format!("<redacted: env {}>", s.var)),
+                },
             },
             "docs_search": {"db_path": self.docs_search_db.display().to_string()},
             "logging": {"level": self.logging.level, "json": self.logging.json},
@@ -932,6 +1067,7 @@ fn models_config(env: &Env) -> Result<ModelsConfig, ConfigError> {
             .get("AIGW_PROMPTS_DIR")
             .filter(|v| !v.trim().is_empty())
             .map(PathBuf::from),
+        cloud: cloud_config(env)?,
     })
 }
 
@@ -959,6 +1095,142 @@ fn connection_age(
 ) -> Result<Option<ConnectionAge>, ConfigError> {
     let grace = optional_seconds(env, grace_var)?;
     Ok(optional_seconds(env, age_var)?.map(|max| ConnectionAge { max, grace }))
+}
+
+fn secret_var(env: &Env, var: &'static str) -> Option<Secret> {
+    env.get(var).map(|v| Secret {
+        var,
+        value: v.to_string(),
+    })
+}
+
+fn url_var(env: &Env, vars: &[&'static str]) -> Result<Option<FromVar<Url>>, ConfigError> {
+    match env.first(vars) {
+        None => Ok(None),
+        Some((var, v)) => Ok(Some(FromVar {
+            var,
+            value: parse_url(var, v)?,
+        })),
+    }
+}
+
+fn cloud_config(env: &Env) -> Result<CloudConfig, ConfigError> {
+    const GUARDRAIL: &str = "AIGW_BEDROCK_GUARDRAIL_CONFIG";
+    let guardrail = match env.get(GUARDRAIL) {
+        None => None,
+        Some(v) => Some(guardrail_config(v).map_err(|reason| invalid(GUARDRAIL, v, reason))?),
+    };
+    let bedrock = BedrockConfig {
+        region: env
+            .first(&["AWS_REGION", "AWS_REGION_NAME", "AWS_DEFAULT_REGION"])
+            .map(|(var, v)| FromVar {
+                var,
+                value: v.to_string(),
+            }),
+        endpoint: url_var(
+            env,
+            &["AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"],
+        )?,
+        bearer_token: secret_var(env, "AWS_BEARER_TOKEN_BEDROCK"),
+        guardrail,
+        credential_vars: AWS_CREDENTIAL_VARS
+            .iter()
+            .copied()
+            .filter(|v| env.get(v).is_some())
+            .collect(),
+    };
+    let location = env
+        .first(&["AIGW_VERTEXAI_LOCATION", "VERTEXAI_LOCATION"])
+        .map(|(var, v)| {
+            if v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                Ok(v.to_string())
+            } else {
+                Err(invalid(
+                    var,
+                    v,
+                    "expected a location such as us-east5 or global",
+                ))
+            }
+        })
+        .transpose()?
+        .unwrap_or_else(|| "global".to_string());
+    let metadata_host = env
+        .get("GCE_METADATA_HOST")
+        .unwrap_or("metadata.google.internal");
+    let metadata_url = parse_url("GCE_METADATA_HOST", &format!("http://{metadata_host}"))?;
+    let vertex = VertexConfig {
+        project: env.get("VERTEXAI_PROJECT").map(str::to_string),
+        location,
+        endpoint: url_var(env, &["AIGW_VERTEXAI_ENDPOINT"])?.map(|u| u.value),
+        credentials_file: env.get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
+        adc_file: env
+            .get("HOME")
+            .map(|h| PathBuf::from(h).join(".config/gcloud/application_default_credentials.json")),
+        metadata_url,
+    };
+    let api_version = match env.get("AZURE_API_VERSION") {
+        None => AZURE_DEFAULT_API_VERSION.to_string(),
+        Some(v) if v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => v.to_string(),
+        Some(v) => {
+            return Err(invalid(
+                "AZURE_API_VERSION",
+                v,
+                "expected a version such as 2024-10-21",
+            ));
+        }
+    };
+    Ok(CloudConfig {
+        bedrock,
+        vertex,
+        azure: AzureConfig {
+            api_version,
+            api_key: secret_var(env, "AZURE_API_KEY"),
+            api_base: url_var(env, &["AZURE_API_BASE"])?.map(|u| u.value),
+        },
+        anthropic: AnthropicConfig {
+            api_key: secret_var(env, "ANTHROPIC_API_KEY"),
+        },
+    })
+}
+
+/// Checks `AIGW_BEDROCK_GUARDRAIL_CONFIG` (upstream's schema) and returns it
+/// in Converse's `guardrailConfig` shape.
+fn guardrail_config(text: &str) -> Result<Value, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v
+        .as_object()
+        .ok_or("expected a JSON object with guardrailIdentifier, guardrailVersion, trace")?;
+    let id = obj
+        .get("guardrailIdentifier")
+        .and_then(Value::as_str)
+        .filter(|s| (1..=2048).contains(&s.len()))
+        .ok_or("guardrailIdentifier: required, an id or ARN of 1 to 2048 characters")?;
+    let version = obj
+        .get("guardrailVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let version_ok = version.is_empty()
+        || version == "DRAFT"
+        || (version.len() <= 8
+            && version.chars().all(|c| c.is_ascii_digit())
+            && !version.starts_with('0'));
+    if !version_ok {
+        return Err("guardrailVersion: expected \"\", \"DRAFT\" or 1 to 99999999".into());
+    }
+    let trace = obj
+        .get("trace")
+        .and_then(Value::as_str)
+        .unwrap_or("disabled");
+    if !matches!(trace, "enabled" | "disabled" | "enabled_full") {
+        return Err("trace: expected \"enabled\" or \"disabled\"".into());
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("guardrailIdentifier".into(), json!(id));
+    // Converse requires a version; an empty one means the working draft.
+    let version = if version.is_empty() { "DRAFT" } else { version };
+    out.insert("guardrailVersion".into(), json!(version));
+    out.insert("trace".into(), json!(trace));
+    Ok(Value::Object(out))
 }
 
 /// A URL safe to print: any user name and password removed.

@@ -29,7 +29,8 @@ use crate::{
     listener::{self, Protocol},
     metrics::{self, GatewayMetrics, OidcMetrics, WorkflowMetrics},
     models::{
-        openai::{self, OpenAiCompatible},
+        client as model_client,
+        platforms::Platforms,
         service::{ModelService, ModelSettings},
     },
     systemd,
@@ -61,7 +62,7 @@ pub enum StartupError {
 struct Reloadable {
     config: Config,
     jwks: Arc<JwksCache>,
-    model_provider: Arc<OpenAiCompatible>,
+    model_provider: Arc<Platforms>,
     gateway_auth: Arc<Authenticator>,
     workflow_auth: Arc<Authenticator>,
     gateway_tokens: Arc<TokenAuthority>,
@@ -119,7 +120,7 @@ fn cert_for(
 }
 
 /// The client certificate for model endpoints (`AIGW_MTLS__*`), if configured.
-fn load_client_cert(config: &Config) -> Result<Option<openai::ClientCert>, StartupError> {
+fn load_client_cert(config: &Config) -> Result<Option<model_client::ClientCert>, StartupError> {
     let Some(files) = &config.models.mtls else {
         return Ok(None);
     };
@@ -132,7 +133,7 @@ fn load_client_cert(config: &Config) -> Result<Option<openai::ClientCert>, Start
             })
         })
     };
-    Ok(Some(openai::ClientCert {
+    Ok(Some(model_client::ClientCert {
         cert_pem: read(&files.cert_file, "AIGW_MTLS__CERT_FILE")?,
         key_pem: read(&files.key_file, "AIGW_MTLS__KEY_FILE")?,
     }))
@@ -262,17 +263,16 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         .register(&gateway_metrics.registry)
         .map_err(|e| StartupError::Setup(e.to_string()))?;
     let client_cert = load_client_cert(&config)?;
-    let model_client =
-        openai::http_client(&trust, client_cert.as_ref()).map_err(StartupError::Setup)?;
-    let model_provider = Arc::new(
-        OpenAiCompatible::new(model_client, &config.models.extra_headers)
-            .map_err(StartupError::Setup)?,
-    );
+    let model_http =
+        model_client::http_client(&trust, client_cert.as_ref()).map_err(StartupError::Setup)?;
+    let model_provider =
+        Arc::new(Platforms::new(model_http, &config.models).map_err(StartupError::Setup)?);
     let models = Arc::new(ModelService::new(
         model_provider.clone(),
         gateway_metrics.models.clone(),
         ModelSettings {
             custom_models_enabled: config.models.custom_models_enabled,
+            cloud: config.models.cloud.clone(),
             disable_streaming: config.models.disable_streaming,
             suggestions_timeout: config.models.suggestions_timeout,
             retry_deadline: config.models.prompt_retry_deadline,
@@ -466,6 +466,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             _ = sighup.recv() => {
                 systemd::reloading();
                 reloadable.reload();
+                reloadable.model_provider.forget_credentials().await;
                 systemd::ready(&addrs.status_line());
             }
             changed = crate::watch::next(&mut files) => {
@@ -552,7 +553,7 @@ impl Reloadable {
                 let clients =
                     crate::jwks::http_client(&trust, &JwksTiming::default()).and_then(|jwks| {
                         let cert = load_client_cert(c).map_err(|e| e.to_string())?;
-                        Ok((jwks, openai::http_client(&trust, cert.as_ref())?))
+                        Ok((jwks, model_client::http_client(&trust, cert.as_ref())?))
                     });
                 match clients {
                     Ok((jwks, models)) => {

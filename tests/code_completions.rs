@@ -167,8 +167,12 @@ async fn schema_violations_are_422_with_a_detail_string() {
     b["model_provider"] = json!("vertex-ai");
     cases.push((b, "vertex-ai"));
     let mut b = rails_completion(&ep, "a", "b");
+    b["model_identifier"] = json!("sagemaker/endpoint-1");
+    cases.push((b, "sagemaker"));
+    // Bedrock is served, but this gateway has no AWS region configured.
+    let mut b = rails_completion(&ep, "a", "b");
     b["model_identifier"] = json!("bedrock/anthropic.claude");
-    cases.push((b, "bedrock"));
+    cases.push((b, "AWS_REGION"));
     let mut b = rails_completion(&ep, "a", "b");
     b["model_name"] = json!("codestral-2501");
     cases.push((b, "codestral-2501"));

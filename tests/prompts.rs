@@ -423,7 +423,7 @@ async fn test_connection_refusals_are_readable_by_rails() {
                          "api_key": "", "identifier": "bedrock/meta.llama3"}),
             ),
             400,
-            "bedrock",
+            "set AWS_REGION",
         ),
         (check(long_name), 422, "model_metadata.name"),
     ];

@@ -195,5 +195,6 @@ fn model_failure_detail(e: &ModelError) -> String {
         ModelError::InvalidResponse { .. } | ModelError::StreamBroken { .. } => {
             format!("502: {} ({e})", reason(502))
         }
+        ModelError::Credentials { .. } => format!("401: {} ({e})", reason(401)),
     }
 }

@@ -3,13 +3,24 @@
 //!
 //! Features (code suggestions, chat, prompts) build a [`ChatRequest`] and hand
 //! it, with a resolved [`ModelTarget`], to a [`ModelProvider`]. Wire formats of
-//! model servers stay inside the provider implementations (`openai`). Nothing
+//! model servers stay inside the provider implementations, one file per
+//! platform (`openai`, `azure`, `anthropic`, `bedrock`, `vertex`), behind
+//! `platforms`, which picks one per target. Credentials for the cloud
+//! platforms are found and cached by `aws_auth` and `google_auth`. Nothing
 //! here knows about HTTP routes or GitLab's request shapes.
 
+pub mod anthropic;
+pub mod aws_auth;
+pub mod azure;
+pub mod bedrock;
 pub mod catalog;
+pub mod client;
+pub mod google_auth;
 pub mod openai;
+pub mod platforms;
 pub mod service;
 pub mod target;
+pub mod vertex;
 
 use std::{pin::Pin, time::Duration};
 
@@ -175,6 +186,13 @@ pub enum ModelError {
     InvalidResponse { endpoint: String, message: String },
     #[error("the model stream from {endpoint} broke off: {message}")]
     StreamBroken { endpoint: String, message: String },
+    /// The gateway has no usable credentials for a cloud platform. The
+    /// message names the variables and files looked at, never a value.
+    #[error("{platform} credentials: {message}")]
+    Credentials {
+        platform: &'static str,
+        message: String,
+    },
 }
 
 impl ModelError {
@@ -236,6 +254,7 @@ impl ModelError {
             ModelError::Status { status: 503, .. } => "service_unavailable",
             ModelError::Status { .. } => "other",
             ModelError::InvalidResponse { .. } | ModelError::StreamBroken { .. } => "other",
+            ModelError::Credentials { .. } => "permission_error",
         }
     }
 }

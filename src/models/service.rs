@@ -34,6 +34,8 @@ pub struct ModelService {
 #[derive(Clone, Debug)]
 pub struct ModelSettings {
     pub custom_models_enabled: bool,
+    /// Cloud platforms' regions, locations, endpoints and fallback keys.
+    pub cloud: crate::config::CloudConfig,
     pub disable_streaming: bool,
     pub suggestions_timeout: Duration,
     /// How long after its first attempt a retried call may still start
@@ -61,7 +63,13 @@ impl ModelService {
 
     /// Resolves the request's model fields under the custom-models gate.
     pub fn resolve(&self, meta: &ModelMetadata) -> Result<ModelTarget, TargetError> {
-        target::resolve(meta, self.settings.custom_models_enabled)
+        target::resolve(
+            meta,
+            target::ResolveSettings {
+                custom_models_enabled: self.settings.custom_models_enabled,
+                cloud: &self.settings.cloud,
+            },
+        )
     }
 
     fn labels(target: &ModelTarget, feature: Feature, streaming: bool) -> ModelCallLabels {

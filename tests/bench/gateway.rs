@@ -7,6 +7,10 @@
 //! so both compete for the CPUs: the numbers are conservative.
 //! Results are printed as Markdown for BENCHMARKS.md.
 
+#[path = "../common/cloud.rs"]
+mod cloud;
+#[path = "cloud_overhead.rs"]
+mod cloud_overhead;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "model_overhead.rs"]
@@ -77,6 +81,12 @@ struct Started {
 // The child is handed to the caller, which kills and reaps it.
 #[allow(clippy::zombie_processes)]
 fn start(gitlab_url: &str) -> Started {
+    start_with(gitlab_url, &[])
+}
+
+/// [`start`] with more environment variables.
+#[allow(clippy::zombie_processes)]
+fn start_with(gitlab_url: &str, extra: &[(String, String)]) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -86,6 +96,7 @@ fn start(gitlab_url: &str) -> Started {
         .gitlab(gitlab_url)
         .env("AIGW_CUSTOM_MODELS__ENABLED", "true")
         .env("AIGW_LOGGING__LEVEL", "warn");
+    let builder = extra.iter().fold(builder, |b, (k, v)| b.env(k, v));
     // The harness's environment, but the binary under test.
     let template = builder.command();
     let mut cmd = Command::new(bench_binary());
@@ -306,6 +317,14 @@ fn main() {
         model_overhead::run(&gw.http, &token, RUN_FOR, section).await;
         if section("streams") {
             model_overhead::streams_section(&gw.http, &token, gw.child.id()).await;
+        }
+        if section("cloud") {
+            let fake = cloud_overhead::fake().await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut cgw = start_with(&gitlab.url, &cloud_overhead::env(&fake.url, dir.path()));
+            cloud_overhead::run(&cgw.http, &token, &fake, RUN_FOR).await;
+            let _ = cgw.child.kill();
+            let _ = cgw.child.wait();
         }
         unsafe {
             libc::kill(gw.child.id() as i32, libc::SIGTERM);

@@ -514,9 +514,30 @@ def test_schema_rejects(helm_name, bad):
 
 def test_unknown_upstream_keys_are_accepted(helm_name):
     # Values files written for the upstream chart carry keys we do not use.
-    docs = render(helm_name, *OWN, "--set", "anthropicApiKey.value=x", "--set", "someFutureUpstreamKey=1",
-                  "--set", "grpc-tls-proxy.nginxConfig=x")
-    assert "ANTHROPIC_API_KEY" not in env_map(docs)
+    docs = render(helm_name, *OWN, "--set", "someFutureUpstreamKey=1", "--set", "grpc-tls-proxy.nginxConfig=x")
+    assert one(docs, "Deployment")
+
+
+def test_cloud_model_credentials_stay_in_a_secret(helm_name, tmp_path):
+    key, sa = "sk-ant-test-0123456789", '{"type": "service_account", "project_id": "p"}'
+    values = tmp_path / "cloud.yaml"
+    values.write_text(yaml.safe_dump({"anthropicApiKey": {"value": key}, "vertexTextModel": {
+        "project": "p", "location": "europe-west4", "jsonKey": {"value": sa}}}))
+    docs = render(helm_name, *OWN, "-f", str(values))
+    secret = one(docs, "Secret")
+    assert base64.b64decode(secret["data"]["anthropic-api-key"]).decode() == key
+    assert base64.b64decode(secret["data"]["vertex-credentials.json"]).decode() == sa
+    deployment = yaml.safe_dump(one(docs, "Deployment"))
+    assert key not in deployment and "service_account" not in deployment
+    env = {e["name"]: e for e in env_of(docs)}
+    assert env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "ai-gateway-provider-keys",
+                                                                     "key": "anthropic-api-key"}
+    assert env["VERTEXAI_PROJECT"]["value"] == "p" and env["VERTEXAI_LOCATION"]["value"] == "europe-west4"
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/etc/aigw/vertex/credentials.json"
+    mounts = {m["mountPath"]: m["name"] for m in container(docs)["volumeMounts"]}
+    assert mounts["/etc/aigw/vertex"] == "vertex-credentials"
+    for obj in docs:
+        validate(obj, "1.37.0")
 
 
 # --- packaging, air-gapped ----------------------------------------------------

@@ -251,6 +251,13 @@ drops the chart's *_FILE twin), then the user's, last.
 {{- $add = append $add (list "AIGW_FILE_WATCH_INTERVAL_S" (toString .fileWatchIntervalSeconds)) }}
 {{- end }}
 {{- end }}
+{{- with (.Values.vertexTextModel | default dict) }}
+{{- with .project }}{{ $add = append $add (list "VERTEXAI_PROJECT" (toString .)) }}{{ end }}
+{{- with .location }}{{ $add = append $add (list "VERTEXAI_LOCATION" (toString .)) }}{{ end }}
+{{- if (.jsonKey | default dict).value }}
+{{- $add = append $add (list "GOOGLE_APPLICATION_CREDENTIALS" "/etc/aigw/vertex/credentials.json") }}
+{{- end }}
+{{- end }}
 {{- $add = append $add (list "AIGW_SHUTDOWN_GRACE_PERIOD_S" (toString .Values.shutdown.gracePeriodSeconds)) }}
 {{- if not (include "ai-gateway.preStopSleep" .) }}
 {{- $add = append $add (list "AIGW_SHUTDOWN_DELAY_S" (toString .Values.shutdown.delaySeconds)) }}
@@ -262,9 +269,24 @@ drops the chart's *_FILE twin), then the user's, last.
   value: {{ index . 1 | quote }}
 {{- end }}
 {{- end }}
+{{- if and (.Values.anthropicApiKey | default dict).value (not (hasKey $user "ANTHROPIC_API_KEY")) }}
+- name: ANTHROPIC_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ai-gateway.providerKeysSecret" . }}
+      key: anthropic-api-key
+{{- end }}
 {{- with .Values.extraEnvironmentVariables }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{- define "ai-gateway.providerKeysSecret" -}}
+{{- printf "%s-provider-keys" (include "ai-gateway.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ai-gateway.vertexKey" -}}
+{{- ((.Values.vertexTextModel | default dict).jsonKey | default dict).value }}
 {{- end }}
 
 {{/* A probe with the scheme set for the HTTP listener's TLS unless the user chose one. */}}
