@@ -286,7 +286,7 @@ drops the chart's *_FILE twin), then the user's, last.
 {{- end }}
 
 {{- define "ai-gateway.vertexKey" -}}
-{{- ((.Values.vertexTextModel | default dict).jsonKey | default dict).value }}
+{{- ((.Values.vertexTextModel | default dict).jsonKey | default dict).value | default "" }}
 {{- end }}
 
 {{/* A probe with the scheme set for the HTTP listener's TLS unless the user chose one. */}}
