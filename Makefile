@@ -11,16 +11,18 @@ APT_PACKAGES := gcc libc6-dev musl-tools file
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null; then echo sudo; fi)
 
 .PHONY: help deps build static run test lint bench demo clean fresh-deps fresh-check \
-	package-deps package-assets deb rpm oci dist package-test
+	package-deps package-assets deb rpm oci dist package-test chart-deps chart-test
 
 help:
 	@echo "make run     start the gateway in the foreground with a development config"
-	@echo "make test    formatting, clippy and the whole test suite"
+	@echo "make test    formatting, clippy and the whole test suite (Rust, then the Helm chart's)"
 	@echo "make build   debug build"
 	@echo "make static  fully static x86_64 musl release binary: $(STATIC_BIN)"
 	@echo "make bench   benchmarks (numbers go to BENCHMARKS.md)"
 	@echo "make demo    gateway + mock model on loopback: a code completion, a generation and a chat answer"
 	@echo "make deps    install the Rust musl target and the apt packages (idempotent)"
+	@echo "make chart-deps  the chart test tools from PyPI into $(CHART_TOOLS) (Helm 3 and 4, kubernetes-validate, yamllint; cached)"
+	@echo "make chart-test  helm lint, render every scenario, validate against Kubernetes 1.27-1.37 schemas"
 	@echo "make fresh-check  make deps && make test && make static in a clean Debian 12 root (root; CI runs it)"
 	@echo "make dist    deb + rpm + oci from the one static binary, into dist/ (see packaging/README.md)"
 	@echo "make deb     $(DEB)"
@@ -84,8 +86,34 @@ lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-test: lint
+test: lint chart-deps
 	$(CARGO) test --locked
+	@$(MAKE) --no-print-directory chart-test
+
+# The Helm chart (charts/aigw) is tested offline with tools from PyPI:
+# tests/chart/install-tools.sh installs a venv (tests/chart/requirements.txt)
+# and the official Helm 3 and Helm 4 binaries shipped in the aws-cdk kubectl
+# layer wheels (sha256-pinned) into $(CHART_TOOLS); a stamp keeps reruns free.
+CHART_TOOLS := $(or $(CARGO_TARGET_DIR),target)/chart-tools
+CHART_APT_PACKAGES := python3 python3-venv
+chart-deps:
+	@missing=""; for p in $(CHART_APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
+	else echo "chart-deps: installing apt packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@tests/chart/install-tools.sh $(CHART_TOOLS)
+
+# The black-box part runs `aigw check-config` on what a pod would get. The
+# binary is the one `cargo test` builds (`--no-run`: nothing to do after it;
+# a plain `cargo build` would unify features without the dev-dependencies and
+# rebuild every crate).
+chart-test: chart-deps
+	$(CARGO) test --locked --no-run -q
+	AIGW_BIN=$(abspath $(or $(CARGO_TARGET_DIR),target))/debug/aigw CHART_TOOLS=$(abspath $(CHART_TOOLS)) \
+		$(CHART_TOOLS)/venv/bin/python -m pytest -q -p no:cacheprovider tests/chart
 
 # Measures the static binary that ships; the load generator is in-process.
 bench: static

@@ -198,6 +198,9 @@ pub enum CaSelection {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// `AIGW_FASTAPI__MAX_CONNECTION_AGE_S` (ours): connections are asked to
+    /// close (GOAWAY) after this long, so clients spread over new replicas.
+    pub max_connection_age: Option<ConnectionAge>,
     pub docs_url: Option<String>,
     pub openapi_url: Option<String>,
 }
@@ -206,7 +209,18 @@ pub struct HttpConfig {
 pub struct GrpcConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// `DUO_WORKFLOW_MAX_CONNECTION_AGE_S` (ours): as the HTTP one.
+    pub max_connection_age: Option<ConnectionAge>,
     pub reflection: bool,
+}
+
+/// A listener's maximum connection age (off unless configured).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConnectionAge {
+    /// Age after which the connection is asked to finish (jittered by the listener).
+    pub max: Duration,
+    /// How long in-flight requests may run after that; `None`: until they end.
+    pub grace: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -380,6 +394,13 @@ pub struct Config {
     pub docs_search_db: PathBuf,
     pub logging: LoggingConfig,
     pub shutdown_grace: Duration,
+    /// `AIGW_SHUTDOWN_DELAY_S` (ours): on SIGTERM, readiness drops at once but
+    /// the listeners keep accepting this long before draining, so load
+    /// balancers (Kubernetes endpoints) stop sending first. Default 0.
+    pub shutdown_delay: Duration,
+    /// `AIGW_FILE_WATCH_INTERVAL_S` (ours): poll the key, CA and TLS files this
+    /// often and reload as SIGHUP does when one changed. Off by default.
+    pub file_watch_interval: Option<Duration>,
     /// `--dev`: the development key signs when no signing key is configured.
     pub dev_mode: bool,
     /// `$CREDENTIALS_DIRECTORY`, for error messages and `check-config`.
@@ -655,6 +676,11 @@ impl Config {
                 "AIGW_FASTAPI__TLS__CERT_FILE",
                 "AIGW_FASTAPI__TLS__KEY_FILE",
             )?,
+            max_connection_age: connection_age(
+                env,
+                "AIGW_FASTAPI__MAX_CONNECTION_AGE_S",
+                "AIGW_FASTAPI__MAX_CONNECTION_AGE_GRACE_S",
+            )?,
             docs_url: path_setting(env, "AIGW_FASTAPI__DOCS_URL")?,
             openapi_url: path_setting(env, "AIGW_FASTAPI__OPENAPI_URL")?,
         };
@@ -674,6 +700,11 @@ impl Config {
                 "DUO_WORKFLOW_TLS__ENABLED",
                 "DUO_WORKFLOW_TLS__CERT_FILE",
                 "DUO_WORKFLOW_TLS__KEY_FILE",
+            )?,
+            max_connection_age: connection_age(
+                env,
+                "DUO_WORKFLOW_MAX_CONNECTION_AGE_S",
+                "DUO_WORKFLOW_MAX_CONNECTION_AGE_GRACE_S",
             )?,
             reflection: parse_bool(env, "DUO_WORKFLOW_GRPC_REFLECTION_ENABLED", false)?,
         };
@@ -848,6 +879,8 @@ impl Config {
             ca: ca_selection(env),
             logging,
             shutdown_grace: Duration::from_secs_f64(grace_secs),
+            shutdown_delay: optional_seconds(env, "AIGW_SHUTDOWN_DELAY_S")?.unwrap_or_default(),
+            file_watch_interval: optional_seconds(env, "AIGW_FILE_WATCH_INTERVAL_S")?,
             dev_mode: cli.dev_mode,
             credentials_directory: env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),
         })
@@ -879,6 +912,15 @@ impl Config {
                 }),
             }
         }
+        fn age(a: &Option<ConnectionAge>) -> Value {
+            match a {
+                None => Value::Null,
+                Some(a) => json!({
+                    "max_s": a.max.as_secs_f64(),
+                    "grace_s": a.grace.map(|g| g.as_secs_f64()),
+                }),
+            }
+        }
         let ca = match &self.ca {
             CaSelection::Bundle { var, path } => {
                 json!({"source": var, "path": path.display().to_string()})
@@ -894,12 +936,14 @@ impl Config {
             "http": {
                 "listen": self.http.listen.to_string(),
                 "tls": tls(&self.http.tls),
+                "max_connection_age": age(&self.http.max_connection_age),
                 "docs_url": self.http.docs_url,
                 "openapi_url": self.http.openapi_url,
             },
             "grpc": {
                 "listen": self.grpc.listen.to_string(),
                 "tls": tls(&self.grpc.tls),
+                "max_connection_age": age(&self.grpc.max_connection_age),
                 "reflection": self.grpc.reflection,
             },
             "metrics": {
@@ -945,6 +989,8 @@ impl Config {
             "docs_search": {"db_path": self.docs_search_db.display().to_string()},
             "logging": {"level": self.logging.level, "json": self.logging.json},
             "shutdown_grace_period_s": self.shutdown_grace.as_secs_f64(),
+            "shutdown_delay_s": self.shutdown_delay.as_secs_f64(),
+            "file_watch_interval_s": self.file_watch_interval.map(|i| i.as_secs_f64()),
         })
     }
 }
@@ -1023,6 +1069,32 @@ fn models_config(env: &Env) -> Result<ModelsConfig, ConfigError> {
             .map(PathBuf::from),
         cloud: cloud_config(env)?,
     })
+}
+
+/// Seconds (fractions allowed) in `var`, 0 to 24 h; unset, empty or 0 mean `None`.
+fn optional_seconds(env: &Env, var: &'static str) -> Result<Option<Duration>, ConfigError> {
+    match env.get(var) {
+        None => Ok(None),
+        Some(v) => match v.parse::<f64>() {
+            Ok(0.0) => Ok(None),
+            Ok(t) if t > 0.0 && t <= 86_400.0 => Ok(Some(Duration::from_secs_f64(t))),
+            _ => Err(invalid(
+                var,
+                v,
+                "expected seconds from 0 to 86400, e.g. 300",
+            )),
+        },
+    }
+}
+
+/// A maximum connection age and its grace, from two variables.
+fn connection_age(
+    env: &Env,
+    age_var: &'static str,
+    grace_var: &'static str,
+) -> Result<Option<ConnectionAge>, ConfigError> {
+    let grace = optional_seconds(env, grace_var)?;
+    Ok(optional_seconds(env, age_var)?.map(|max| ConnectionAge { max, grace }))
 }
 
 fn secret_var(env: &Env, var: &'static str) -> Option<Secret> {
@@ -1360,6 +1432,49 @@ mod tests {
         assert!(e.to_string().contains("AIGW_GITLAB_URL"), "{e}");
         let e = load(&[("DUO_WORKFLOW_TLS__ENABLED", "true")]).unwrap_err();
         assert!(e.to_string().contains("DUO_WORKFLOW_TLS__CERT_FILE"), "{e}");
+    }
+
+    #[test]
+    fn scale_out_settings_are_off_unless_set() {
+        let c = load(&[]).unwrap();
+        assert!(c.grpc.max_connection_age.is_none() && c.http.max_connection_age.is_none());
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        assert!(c.file_watch_interval.is_none());
+        let c = load(&[
+            ("DUO_WORKFLOW_MAX_CONNECTION_AGE_S", "300"),
+            ("DUO_WORKFLOW_MAX_CONNECTION_AGE_GRACE_S", "0"),
+            ("AIGW_FASTAPI__MAX_CONNECTION_AGE_S", "0.5"),
+            ("AIGW_FASTAPI__MAX_CONNECTION_AGE_GRACE_S", "30"),
+            ("AIGW_SHUTDOWN_DELAY_S", "5"),
+            ("AIGW_FILE_WATCH_INTERVAL_S", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.grpc.max_connection_age,
+            Some(ConnectionAge {
+                max: Duration::from_secs(300),
+                grace: None
+            })
+        );
+        assert_eq!(
+            c.http.max_connection_age,
+            Some(ConnectionAge {
+                max: Duration::from_millis(500),
+                grace: Some(Duration::from_secs(30))
+            })
+        );
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(c.file_watch_interval, Some(Duration::from_millis(2500)));
+        for var in [
+            "DUO_WORKFLOW_MAX_CONNECTION_AGE_S",
+            "AIGW_FILE_WATCH_INTERVAL_S",
+            "AIGW_SHUTDOWN_DELAY_S",
+        ] {
+            for bad in ["-1", "soon", "1e9"] {
+                let e = load(&[(var, bad)]).unwrap_err().to_string();
+                assert!(e.contains(var), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -25,3 +25,4 @@ pub mod tls;
 pub mod token_cache;
 pub mod tokens;
 pub mod trust;
+pub mod watch;

@@ -23,6 +23,10 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
+use crate::config::ConnectionAge;
+
+mod age;
+
 /// HTTP versions a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -72,7 +76,31 @@ pub fn spawn<S, B>(
     tls: Option<Arc<rustls::ServerConfig>>,
     protocol: Protocol,
     service: S,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    spawn_aged(name, listener, tls, protocol, service, shutdown, None)
+}
+
+/// [`spawn`], with connections asked to finish once they reach `max_age`
+/// (see [`age`]).
+pub fn spawn_aged<S, B>(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    protocol: Protocol,
+    service: S,
     mut shutdown: watch::Receiver<bool>,
+    max_age: Option<ConnectionAge>,
 ) -> JoinHandle<()>
 where
     S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
@@ -108,12 +136,17 @@ where
                     let watcher = graceful.watcher();
                     let builder = builder.clone();
                     let tls = tls.clone();
+                    let aging = max_age.map(|a| Aging {
+                        age: a,
+                        stop: shutdown.clone(),
+                        http2: Arc::new(std::sync::atomic::AtomicBool::new(protocol == Protocol::Http2)),
+                    });
                     tokio::spawn(async move {
                         match tls {
-                            None => serve_connection(&builder, stream, svc, watcher).await,
+                            None => serve_connection(&builder, stream, svc, watcher, aging).await,
                             Some(acceptor) => {
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                    Ok(Ok(tls_stream)) => serve_connection(&builder, tls_stream, svc, watcher).await,
+                                    Ok(Ok(tls_stream)) => serve_connection(&builder, tls_stream, svc, watcher, aging).await,
                                     Ok(Err(e)) => tracing::debug!(listener = name, peer = %peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(listener = name, peer = %peer, "TLS handshake timed out"),
                                 }
@@ -134,11 +167,20 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
 }
 
+/// What a connection with a maximum age carries along.
+struct Aging {
+    age: ConnectionAge,
+    stop: watch::Receiver<bool>,
+    /// Set once the connection is known to speak HTTP/2.
+    http2: Arc<std::sync::atomic::AtomicBool>,
+}
+
 async fn serve_connection<IO, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     io: IO,
     service: S,
     watcher: hyper_util::server::graceful::Watcher,
+    aging: Option<Aging>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
@@ -150,9 +192,22 @@ async fn serve_connection<IO, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let service = TowerToHyperService::new(service);
+    let ended = match aging {
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            watcher.watch(conn.into_owned()).await
+        }
+        Some(a) => {
+            let io = age::Sniff::new(io, a.http2.clone());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let finish = auto::UpgradeableConnection::graceful_shutdown;
+            age::serve(conn, finish, a.age, a.http2, watcher, a.stop).await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -387,21 +387,23 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<()>> = vec![
-        listener::spawn(
+        listener::spawn_aged(
             "http",
             http_l,
             http_tls,
             Protocol::Auto,
             http_app,
             stop_rx.clone(),
+            config.http.max_connection_age,
         ),
-        listener::spawn(
+        listener::spawn_aged(
             "grpc",
             grpc_l,
             grpc_tls,
             Protocol::Http2,
             grpc_app,
             stop_rx.clone(),
+            config.grpc.max_connection_age,
         ),
         listener::spawn(
             "metrics",
@@ -458,6 +460,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         http_cert,
         grpc_cert,
     };
+    let mut files = crate::watch::start(&reloadable.config).await;
     loop {
         tokio::select! {
             _ = sighup.recv() => {
@@ -466,23 +469,44 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 reloadable.model_provider.forget_credentials().await;
                 systemd::ready(&addrs.status_line());
             }
+            changed = crate::watch::next(&mut files) => {
+                let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                tracing::info!(files = %changed.join(" "), "reload: watched files changed");
+                reloadable.reload();
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
     }
 
     let grace = reloadable.config.shutdown_grace;
+    systemd::stopping();
+    health.set_draining();
+    workflow_health.set_not_serving().await;
+    keep_accepting_while_unready(reloadable.config.shutdown_delay).await;
     tracing::info!(
         grace_period_s = grace.as_secs_f64(),
         "shutting down: draining connections"
     );
-    systemd::stopping();
-    health.set_draining();
-    workflow_health.set_not_serving().await;
     let _ = stop_tx.send(true);
     drain(tasks, grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Readiness has dropped (HTTP `/monitoring/ready` 503, gRPC health
+/// NOT_SERVING); the listeners keep accepting for `delay` so that load
+/// balancers and Kubernetes endpoints, which notice asynchronously, stop
+/// routing here before anything is refused.
+async fn keep_accepting_while_unready(delay: Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    tracing::info!(
+        shutdown_delay_s = delay.as_secs_f64(),
+        "shutting down: not ready any more, still accepting until load balancers notice"
+    );
+    tokio::time::sleep(delay).await;
 }
 
 async fn drain(tasks: Vec<JoinHandle<()>>, grace: Duration) {
