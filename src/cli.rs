@@ -335,7 +335,7 @@ fn docs_index_build(args: &DocsBuildArgs) -> ExitCode {
         .clone()
         .unwrap_or_else(|| crate::config::docs_search_db(&Env::from_process()));
     let terminal = std::io::stderr().is_terminal();
-    let mut last_shown = std::time::Instant::now();
+    let mut last_shown: Option<std::time::Instant> = None;
     let mut line_open = false;
     let mut progress = |p: Progress| {
         let mut err = std::io::stderr().lock();
@@ -345,9 +345,14 @@ fn docs_index_build(args: &DocsBuildArgs) -> ExitCode {
                 let _ = writeln!(err, "aigw: reading the docs under {root}{version}");
             }
             Progress::Page { pages, bytes } => {
-                if terminal && last_shown.elapsed().as_millis() >= 100 {
-                    last_shown = std::time::Instant::now();
-                    let _ = write!(err, "\r\x1b[Kaigw: {pages} pages, {}", megabytes(bytes));
+                if terminal && last_shown.is_none_or(|t| t.elapsed().as_millis() >= 100) {
+                    last_shown = Some(std::time::Instant::now());
+                    let _ = write!(
+                        err,
+                        "\r\x1b[Kaigw: {}, {}",
+                        count(pages, "page"),
+                        megabytes(bytes)
+                    );
                     line_open = true;
                 }
             }
@@ -377,8 +382,8 @@ fn docs_index_build(args: &DocsBuildArgs) -> ExitCode {
                 n => format!("; {n} pages skipped (warnings above)"),
             };
             println!(
-                "aigw: indexed {} pages ({} of markdown) into {} ({}) in {:.1} s{skipped}",
-                s.pages,
+                "aigw: indexed {} ({} of markdown) into {} ({}) in {:.1} s{skipped}",
+                count(s.pages, "page"),
                 megabytes(s.bytes),
                 s.out.display(),
                 megabytes(s.index_bytes),
@@ -395,6 +400,14 @@ fn docs_index_build(args: &DocsBuildArgs) -> ExitCode {
             eprintln!("aigw: docs-index build: {e}; {kept}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -1189,3 +1189,38 @@ fn check_and_check_config_report_the_index() {
         "{o:?}"
     );
 }
+
+#[test]
+fn progress_is_shown_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = checkout(dir.path());
+    let db = dir.path().join("docs.db");
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` (util-linux) to give the build a terminal");
+        return;
+    }
+    // `script` runs the build on a pseudo-terminal and copies what it shows.
+    let cmd = format!(
+        "'{}' docs-index build --from '{}' --out '{}'",
+        binary().display(),
+        repo.display(),
+        db.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let shown = text(&o.stdout);
+    assert!(shown.contains("\r\x1b[Kaigw: 1 page, 0.0 MB"), "{shown:?}");
+    assert!(
+        shown.contains(&format!("aigw: indexed {} pages", filenames().len())),
+        "{shown:?}"
+    );
+}

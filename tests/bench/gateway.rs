@@ -9,6 +9,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "docs_search.rs"]
+mod docs_search;
 #[path = "model_overhead.rs"]
 mod model_overhead;
 
@@ -28,7 +30,7 @@ use serde_json::json;
 const RUN_FOR: Duration = Duration::from_secs(5);
 
 /// `AIGW_BENCH_ONLY=model,streams` runs only the named sections (startup,
-/// token, model, throughput, paced, streams); unset runs them all.
+/// token, model, chat, throughput, paced, streams, docs); unset runs them all.
 fn section(name: &str) -> bool {
     match std::env::var("AIGW_BENCH_ONLY") {
         Ok(only) if !only.trim().is_empty() => only.split(',').any(|s| s.trim() == name),
@@ -76,7 +78,7 @@ struct Started {
 /// Starts the gateway as systemd would and measures exec -> READY=1.
 // The child is handed to the caller, which kills and reaps it.
 #[allow(clippy::zombie_processes)]
-fn start(gitlab_url: &str) -> Started {
+fn start(gitlab_url: &str, docs_db: &std::path::Path) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -85,6 +87,7 @@ fn start(gitlab_url: &str) -> Started {
     let builder = GatewayBuilder::new()
         .gitlab(gitlab_url)
         .env("AIGW_CUSTOM_MODELS__ENABLED", "true")
+        .env("AIGW_DOCS_SEARCH__DB_PATH", docs_db.to_str().unwrap())
         .env("AIGW_LOGGING__LEVEL", "warn");
     // The harness's environment, but the binary under test.
     let template = builder.command();
@@ -255,17 +258,20 @@ fn main() {
         let file = Command::new("file").arg(&bin).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
         let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
         let token = gitlab_key().rails_token(json!({}));
+        // The docs section builds the index here, under the running gateway.
+        let docs_dir = tempfile::tempdir().unwrap();
+        let docs_db = docs_dir.path().join("docs.db");
 
         // Startup: ten cold starts.
         let mut starts = Vec::new();
         for _ in 0..if section("startup") { 10 } else { 0 } {
-            let mut s = start(&gitlab.url);
+            let mut s = start(&gitlab.url, &docs_db);
             starts.push(s.ready_after);
             let _ = s.child.kill();
             let _ = s.child.wait();
         }
         starts.sort();
-        let mut gw = start(&gitlab.url);
+        let mut gw = start(&gitlab.url, &docs_db);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss = rss_kib(gw.child.id());
 
@@ -304,6 +310,9 @@ fn main() {
         }
 
         model_overhead::run(&gw.http, &token, RUN_FOR, section).await;
+        if section("docs") {
+            docs_search::run(&bin, &gw.http, &token, &docs_db).await;
+        }
         if section("streams") {
             model_overhead::streams_section(&gw.http, &token, gw.child.id()).await;
         }
