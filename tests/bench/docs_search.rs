@@ -351,6 +351,10 @@ pub async fn run(bin: &Path, http: &str, token: &str, db: &Path) {
 
     println!("\n### Documentation index (`aigw docs-index build`)\n");
     println!(
+        "Load average when the section started: {}.\n",
+        load_average()
+    );
+    println!(
         "Synthetic tree: {pages} pages, {:.1} MB of markdown in {} directories (generated in {:.1} s); tar.gz {:.1} MB.\n",
         bytes as f64 / 1e6,
         count_dirs(&tree),
@@ -398,6 +402,7 @@ pub async fn run(bin: &Path, http: &str, token: &str, db: &Path) {
     }
     // Warm the page cache and the gateway.
     let _ = latencies(http, token, &keywords[..20], 1).await;
+    println!("\nLoad average before the searches: {}.", load_average());
     println!(
         "\n| search (whole request through the gateway) | concurrency | queries | no result | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
     );
@@ -440,4 +445,11 @@ fn children_max_rss_kib() -> i64 {
     } else {
         0
     }
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures: the CPUs are shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
