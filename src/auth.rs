@@ -2,11 +2,17 @@
 //!
 //! One [`Authenticator`] per service (audience `gitlab-ai-gateway` for HTTP,
 //! `gitlab-duo-workflow-service` for gRPC). It reads only request headers
-//! (HTTP/2 gRPC metadata are headers too), verifies an RS256 JWT against our
-//! own keys and the cached OIDC keys, binds claims to headers, and yields a
-//! [`Caller`]. Error texts are the exact strings GitLab clients know. This
-//! module never logs a token and never performs network I/O on the request
-//! path, except waiting (bounded) for an early key refresh on an unknown kid.
+//! (HTTP/2 gRPC metadata are headers too), verifies an RS256 JWT, binds claims
+//! to headers, and yields a [`Caller`]. Error texts are the exact strings
+//! GitLab clients know. This module never logs a token and never performs
+//! network I/O on the request path, except waiting (bounded) for an early key
+//! refresh of the issuer a token with an unknown kid claims.
+//!
+//! Key sources are kept apart by the token's `iss`: a token naming our own
+//! service is checked against our keys only; any other against the keys of the
+//! issuers (GitLab instances, CustomersDot) that accept that `iss` only. So a
+//! token is accepted only under the issuer whose key verified it, and a key of
+//! one GitLab instance never validates a token claiming another.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -17,9 +23,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    jwks::{Issuer, JwksCache},
+    jwks::{Issuer, IssuerKeys, JwksCache, issuer_id},
     keys::VerifyKey,
-    token_cache::{self, KeySets, VerifiedTokens},
+    token_cache::{self, KeySets, VerifiedBy, VerifiedTokens},
 };
 
 /// Tokens larger than this are refused before any parsing.
@@ -215,7 +221,7 @@ impl Authenticator {
         })
     }
 
-    /// The key sets a verification uses now (ours, then each issuer's).
+    /// The key set of every source now: ours (index 0), then each issuer's.
     fn key_sets(&self) -> KeySets {
         let mut sets = Vec::with_capacity(1 + self.issuers.len());
         sets.push(self.local.load_full());
@@ -228,73 +234,164 @@ impl Authenticator {
             return Err(AuthError::Forbidden);
         }
         if self.settings.bypass_signature {
-            return self.verify_uncached(token).await.map(Arc::new);
+            return self.verify_unsigned(token).map(Arc::new);
         }
         let key = token_cache::digest(token);
-        let sets = self.key_sets();
         let now = jsonwebtoken::get_current_timestamp() as f64;
         let leeway = LEEWAY_SECS as f64;
-        if let Some(claims) = self.verified.get(&key, &sets, now, leeway) {
+        if let Some(claims) = self.verified.get(&key, &self.key_sets(), now, leeway) {
             return Ok(claims);
         }
-        let claims = Arc::new(self.verify_uncached(token).await?);
-        // Remembered against the key sets read before verifying: if a refresh
-        // landed meanwhile, the entry simply misses next time.
-        self.verified.insert(key, claims.clone(), sets, now, leeway);
+        let (claims, by) = self.verify_uncached(token).await?;
+        let claims = Arc::new(claims);
+        // Remembered against the set that verified it: if a refresh of that
+        // source landed meanwhile, the entry simply misses next time.
+        self.verified
+            .insert(key, claims.clone(), by, &self.key_sets(), now, leeway);
         Ok(claims)
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Claims, AuthError> {
+    /// `AIGW_AUTH__BYPASS_JWT_SIGNATURE`: no key involved, nothing remembered.
+    fn verify_unsigned(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Forbidden)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Forbidden);
         }
-        if self.settings.bypass_signature {
-            let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
-                .map_err(|_| AuthError::Forbidden)?
-                .claims;
-            return check_unsigned_claims(claims, &self.settings.service_name);
+        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+            .map_err(|_| AuthError::Forbidden)?
+            .claims;
+        check_unsigned_claims(claims, &self.settings.service_name)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<(Claims, VerifiedBy), AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Forbidden)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::Forbidden);
         }
-        let mut keys = self.candidates(header.kid.as_deref());
-        if keys.is_empty() {
-            // Unknown kid: maybe the issuer rotated. Ask for an early refresh.
-            self.jwks.refresh_for_unknown_kid(&self.issuers).await;
-            keys = self.candidates(header.kid.as_deref());
+        let kid = header.kid.as_deref();
+        let iss = claimed_issuer(token)?;
+        if iss == self.settings.service_name {
+            // Ours: our keys only, never an issuer's.
+            let keys = self.local.load_full();
+            return match self.try_keys(token, kid, &keys) {
+                Tried::Valid(claims) => Ok((*claims, VerifiedBy { source: 0, keys })),
+                Tried::Invalid | Tried::NoKey => Err(AuthError::Forbidden),
+            };
         }
-        if keys.is_empty() {
-            // Keys published without a kid (or under another name) still count.
-            keys = self.all_keys();
+        let iss = issuer_id(&iss);
+        let mut accepting = self.accepting(&iss);
+        if !accepting.iter().any(|(_, s)| has_candidate(&s.keys, kid)) {
+            // Maybe the issuer rotated, or has not answered yet: ask it (only
+            // it) for an early refresh. An `iss` URL no issuer accepts may be
+            // one whose announced identity changed: ask them all, and stop
+            // waiting as soon as one has a key for this token. (Issuers are
+            // URLs: another service's name, say, is nobody's.)
+            let ask: Vec<Arc<Issuer>> = if accepting.is_empty() {
+                let url =
+                    url::Url::parse(&iss).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                if url {
+                    self.issuers.clone()
+                } else {
+                    Vec::new()
+                }
+            } else {
+                accepting
+                    .iter()
+                    .map(|(i, _)| self.issuers[*i].clone())
+                    .collect()
+            };
+            let found = || {
+                self.accepting(&iss)
+                    .iter()
+                    .any(|(_, s)| has_candidate(&s.keys, kid))
+            };
+            self.jwks.refresh_for_unknown_kid(&ask, found).await;
+            accepting = self.accepting(&iss);
         }
-        for key in keys {
-            match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation) {
-                Ok(data) => return Ok(data.claims),
-                Err(e) if is_signature_mismatch(e.kind()) => continue,
-                // The signature matched but a claim is wrong (expired, audience...).
-                Err(_) => return Err(AuthError::Forbidden),
+        for (i, snapshot) in &accepting {
+            match self.try_keys(token, kid, &snapshot.keys) {
+                Tried::Valid(claims) => {
+                    let by = VerifiedBy {
+                        source: i + 1,
+                        keys: snapshot.keys.clone(),
+                    };
+                    return Ok((*claims, by));
+                }
+                Tried::NoKey => continue,
+                Tried::Invalid => return Err(AuthError::Forbidden),
             }
         }
         Err(AuthError::Forbidden)
     }
 
-    fn all_keys(&self) -> Vec<VerifyKey> {
-        let mut keys: Vec<VerifyKey> = self.local.load().iter().cloned().collect();
-        for issuer in &self.issuers {
-            keys.extend(issuer.keys().iter().cloned());
-        }
-        keys
+    /// The issuers whose keys may vouch for a token claiming `iss` (an
+    /// [`issuer_id`]), with their keys as they are now.
+    fn accepting(&self, iss: &str) -> Vec<(usize, Arc<IssuerKeys>)> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .map(|(i, issuer)| (i, issuer, issuer.snapshot()))
+            .filter(|(_, issuer, snapshot)| issuer.accepts(snapshot, iss))
+            .map(|(i, _, snapshot)| (i, snapshot))
+            .collect()
     }
 
-    /// Keys to try: those with the token's kid, or all when it has none.
-    fn candidates(&self, kid: Option<&str>) -> Vec<VerifyKey> {
-        let all = self.all_keys();
-        match kid {
-            None => all,
-            Some(kid) => all
-                .into_iter()
+    /// Checks `token` against one source's keys: those with its kid, else
+    /// all of them (keys published without a kid, or under another name).
+    fn try_keys(&self, token: &str, kid: Option<&str>, keys: &[VerifyKey]) -> Tried {
+        let named: Vec<&VerifyKey> = match kid {
+            Some(kid) => keys
+                .iter()
                 .filter(|k| k.kid.as_deref() == Some(kid))
                 .collect(),
+            None => Vec::new(),
+        };
+        let candidates = if named.is_empty() {
+            keys.iter().collect()
+        } else {
+            named
+        };
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation) {
+                Ok(data) => return Tried::Valid(Box::new(data.claims)),
+                Err(e) if is_signature_mismatch(e.kind()) => continue,
+                // The signature matched but a claim is wrong (expired, audience...).
+                Err(_) => return Tried::Invalid,
+            }
         }
+        Tried::NoKey
     }
+}
+
+/// What checking a token against one key set came to.
+enum Tried {
+    Valid(Box<Claims>),
+    /// Signed by one of the keys, but a claim is wrong.
+    Invalid,
+    /// None of the keys signed it.
+    NoKey,
+}
+
+/// True when `keys` has a key for a token with this kid (any key, if none).
+fn has_candidate(keys: &[VerifyKey], kid: Option<&str>) -> bool {
+    match kid {
+        None => !keys.is_empty(),
+        Some(kid) => keys.iter().any(|k| k.kid.as_deref() == Some(kid)),
+    }
+}
+
+/// The `iss` a token claims, read before its signature is checked, to choose
+/// the only keys that may vouch for it. A token without one, with a non-string
+/// one, or with two (`{"iss":..,"iss":..}`: this struct refuses duplicates) is
+/// refused: its signature could not decide which issuer it belongs to.
+fn claimed_issuer(token: &str) -> Result<String, AuthError> {
+    #[derive(Deserialize)]
+    struct Issued {
+        iss: String,
+    }
+    jsonwebtoken::dangerous::insecure_decode::<Issued>(token)
+        .map(|data| data.claims.iss)
+        .map_err(|_| AuthError::Forbidden)
 }
 
 /// `AIGW_AUTH__BYPASS_JWT_SIGNATURE`: the time and audience checks still apply.
@@ -411,6 +508,35 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    fn unsigned(payload: &str) -> String {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    #[test]
+    fn the_claimed_issuer_must_be_one_string() {
+        assert_eq!(
+            claimed_issuer(&unsigned(r#"{"iss":"https://a.example.com","sub":"x"}"#)),
+            Ok("https://a.example.com".to_string())
+        );
+        for payload in [
+            r#"{"sub":"x"}"#,
+            r#"{"iss":null}"#,
+            r#"{"iss":["https://a.example.com"]}"#,
+            r#"{"iss":"https://a.example.com","iss":"https://b.example.com"}"#,
+        ] {
+            assert_eq!(
+                claimed_issuer(&unsigned(payload)),
+                Err(AuthError::Forbidden),
+                "{payload}"
+            );
+        }
     }
 
     #[test]

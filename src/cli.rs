@@ -233,7 +233,10 @@ fn check_config(args: &ServeArgs) -> ExitCode {
     let mut report = config.redacted();
     let mut problems = Vec::new();
     match crate::trust::TrustStore::load(&config.ca) {
-        Ok(t) => report["ca_bundle"]["anchors"] = t.len().into(),
+        Ok(t) => {
+            report["ca_bundle"]["anchors"] = t.len().into();
+            report["oidc_issuers"] = oidc_issuers(&config, &t);
+        }
         Err(e) => problems.push(format!("CA bundle: {e}")),
     }
     for (name, auth) in [
@@ -296,6 +299,62 @@ fn check_config(args: &ServeArgs) -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+/// How long `check-config` waits for the OIDC issuers, all of them together.
+const ISSUER_PROBE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every OIDC issuer of both services, each fetched once now (concurrently,
+/// within [`ISSUER_PROBE`]) as the service would: whether its keys could be
+/// fetched, how many, the `iss` it announces. An issuer that does not answer is
+/// reported, not an error: the service starts before GitLab and retries.
+fn oidc_issuers(config: &Config, trust: &crate::trust::TrustStore) -> serde_json::Value {
+    use crate::server::issuer_urls;
+    let sides = [
+        ("AI Gateway", issuer_urls(&config.gateway_auth)),
+        ("Duo Workflow", issuer_urls(&config.workflow_auth)),
+    ];
+    let all: Vec<_> = sides.iter().flat_map(|(_, urls)| urls.clone()).collect();
+    let timing = crate::jwks::JwksTiming::default();
+    let statuses = crate::jwks::http_client(trust, &timing).and_then(|client| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        let cache = crate::jwks::JwksCache::new(&all, client, timing, None);
+        runtime.block_on(cache.fetch_all_once(ISSUER_PROBE));
+        // A name lookup still running must not hold the exit.
+        runtime.shutdown_background();
+        Ok(cache.statuses())
+    });
+    let statuses = match statuses {
+        Ok(s) => s,
+        Err(e) => return serde_json::json!({ "error": e }),
+    };
+    let services = |url: &str| -> Vec<&str> {
+        sides
+            .iter()
+            .filter(|(_, urls)| {
+                urls.iter()
+                    .any(|(_, u)| crate::jwks::issuer_id(u.as_str()) == crate::jwks::issuer_id(url))
+            })
+            .map(|(name, _)| *name)
+            .collect()
+    };
+    statuses
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "url": s.url,
+                "kind": s.label,
+                "services": services(&s.url),
+                "keys_fetched": s.keys > 0,
+                "keys": s.keys,
+                "announced_issuer": s.announced_issuer,
+                "error": s.last_error,
+            })
+        })
+        .collect()
 }
 
 /// Packaging: `aigw manpage > aigw.1`.

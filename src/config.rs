@@ -150,6 +150,10 @@ pub struct ServiceAuth {
     pub service_name: String,
     /// The GitLab instance (OIDC issuer #1); `None` when configured empty.
     pub gitlab_url: Option<Url>,
+    /// Further GitLab instances served by this gateway, each an OIDC issuer of
+    /// its own (`AIGW_ADDITIONAL_GITLAB_URLS`, ours); never a duplicate of
+    /// `gitlab_url` or of each other.
+    pub additional_gitlab_urls: Vec<Url>,
     /// CustomersDot (OIDC issuer #2); `None` means offline license.
     pub customer_portal_url: Option<Url>,
     /// Troubleshooting: accept every request as a debug user.
@@ -160,6 +164,13 @@ pub struct ServiceAuth {
     pub bypass_signature: bool,
     pub signing_key: Option<SecretSource>,
     pub validation_key: Option<SecretSource>,
+}
+
+impl ServiceAuth {
+    /// Every GitLab instance this service trusts, the primary first.
+    pub fn gitlab_urls(&self) -> impl Iterator<Item = &Url> {
+        self.gitlab_url.iter().chain(&self.additional_gitlab_urls)
+    }
 }
 
 /// Which CA bundle was selected for outbound TLS, before reading it.
@@ -290,6 +301,50 @@ fn parse_url(var: &str, value: &str) -> Result<Url, ConfigError> {
         "http" | "https" if url.host().is_some() => Ok(url),
         _ => Err(invalid(var, value, "expected an http:// or https:// URL")),
     }
+}
+
+/// Two URLs naming the same issuer (credentials and a trailing `/` ignored).
+pub fn same_issuer(a: &Url, b: &Url) -> bool {
+    redact_url(a).trim_end_matches('/') == redact_url(b).trim_end_matches('/')
+}
+
+/// Reads a list of further GitLab URLs (comma- and/or whitespace-separated)
+/// from the first of `vars` that is present (empty = none). Each must be an
+/// http(s) URL, none may repeat `primary` or another entry.
+fn additional_urls(
+    env: &Env,
+    vars: &[&'static str],
+    primary: Option<(&'static str, &Url)>,
+) -> Result<Vec<Url>, ConfigError> {
+    let Some((var, raw)) = vars.iter().find_map(|v| env.raw(v).map(|raw| (*v, raw))) else {
+        return Ok(Vec::new());
+    };
+    let mut urls: Vec<Url> = Vec::new();
+    for item in raw
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        let url = parse_url(var, item)?;
+        if let Some((primary_var, p)) = primary
+            && same_issuer(p, &url)
+        {
+            return Err(invalid(
+                var,
+                item,
+                format!("already the GitLab instance of {primary_var}; list each instance once"),
+            ));
+        }
+        if urls.iter().any(|u| same_issuer(u, &url)) {
+            return Err(invalid(var, item, "listed twice; list each instance once"));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+/// The first of `vars` present in `env` (empty values included).
+fn present(env: &Env, vars: &[&'static str]) -> Option<&'static str> {
+    vars.iter().copied().find(|v| env.raw(v).is_some())
 }
 
 /// Resolves an OIDC issuer URL from a list of variables: the first one that is
@@ -454,11 +509,31 @@ impl Config {
             None
         };
 
-        let gitlab_url = issuer_url(env, &["AIGW_GITLAB_URL"], DEFAULT_GITLAB_URL)?;
-        let workflow_gitlab_url = issuer_url(
+        const GITLAB: &[&str] = &["AIGW_GITLAB_URL"];
+        const WORKFLOW_GITLAB: &[&str] = &["DUO_WORKFLOW_AUTH__OIDC_GITLAB_URL", "AIGW_GITLAB_URL"];
+        let gitlab_url = issuer_url(env, GITLAB, DEFAULT_GITLAB_URL)?;
+        let workflow_gitlab_url = issuer_url(env, WORKFLOW_GITLAB, DEFAULT_GITLAB_URL)?;
+        // Further instances: each URL an issuer of its own. The gRPC side
+        // falls back to the AI Gateway's list, as it does for the GitLab URL.
+        let additional_gitlab_urls = additional_urls(
             env,
-            &["DUO_WORKFLOW_AUTH__OIDC_GITLAB_URL", "AIGW_GITLAB_URL"],
-            DEFAULT_GITLAB_URL,
+            &["AIGW_ADDITIONAL_GITLAB_URLS"],
+            gitlab_url
+                .as_ref()
+                .map(|u| (present(env, GITLAB).unwrap_or("the default GitLab URL"), u)),
+        )?;
+        let workflow_additional_gitlab_urls = additional_urls(
+            env,
+            &[
+                "DUO_WORKFLOW_AUTH__OIDC_ADDITIONAL_GITLAB_URLS",
+                "AIGW_ADDITIONAL_GITLAB_URLS",
+            ],
+            workflow_gitlab_url.as_ref().map(|u| {
+                (
+                    present(env, WORKFLOW_GITLAB).unwrap_or("the default GitLab URL"),
+                    u,
+                )
+            }),
         )?;
         // One process serves both sides of one GitLab instance: an offline
         // license declared on either side (an empty portal URL) applies to
@@ -486,6 +561,7 @@ impl Config {
                 .unwrap_or(GATEWAY_SERVICE_NAME)
                 .to_string(),
             gitlab_url,
+            additional_gitlab_urls,
             customer_portal_url: portal,
             bypass: parse_bool(env, "AIGW_AUTH__BYPASS_EXTERNAL", false)?,
             bypass_with_header: parse_bool(env, "AIGW_AUTH__BYPASS_EXTERNAL_WITH_HEADER", false)?,
@@ -509,6 +585,7 @@ impl Config {
                 .unwrap_or(WORKFLOW_SERVICE_NAME)
                 .to_string(),
             gitlab_url: workflow_gitlab_url,
+            additional_gitlab_urls: workflow_additional_gitlab_urls,
             customer_portal_url: workflow_portal,
             bypass: !parse_bool(env, "DUO_WORKFLOW_AUTH__ENABLED", true)?,
             bypass_with_header: false,
@@ -585,6 +662,7 @@ impl Config {
             json!({
                 "service_name": a.service_name,
                 "gitlab_url": a.gitlab_url.as_ref().map(redact_url),
+                "additional_gitlab_urls": a.additional_gitlab_urls.iter().map(redact_url).collect::<Vec<_>>(),
                 "customer_portal_url": a.customer_portal_url.as_ref().map(redact_url),
                 "offline_license": a.customer_portal_url.is_none(),
                 "bypass": a.bypass,
@@ -784,6 +862,104 @@ mod tests {
             c.workflow_auth.gitlab_url.unwrap().as_str(),
             "https://gitlab.example.com/"
         );
+    }
+
+    #[test]
+    fn additional_gitlab_urls_are_a_list_the_grpc_side_inherits() {
+        let c = load(&[
+            ("AIGW_GITLAB_URL", "https://a.example.com"),
+            (
+                "AIGW_ADDITIONAL_GITLAB_URLS",
+                " https://b.example.com,https://c.example.com/gitlab \n\thttp://d.internal:8080,",
+            ),
+        ])
+        .unwrap();
+        let urls = |a: &ServiceAuth| a.gitlab_urls().map(Url::to_string).collect::<Vec<_>>();
+        let all = vec![
+            "https://a.example.com/",
+            "https://b.example.com/",
+            "https://c.example.com/gitlab",
+            "http://d.internal:8080/",
+        ];
+        assert_eq!(urls(&c.gateway_auth), all);
+        assert_eq!(urls(&c.workflow_auth), all);
+
+        // The gRPC side's own list wins, even when empty.
+        let c = load(&[
+            ("AIGW_ADDITIONAL_GITLAB_URLS", "https://b.example.com"),
+            ("DUO_WORKFLOW_AUTH__OIDC_ADDITIONAL_GITLAB_URLS", ""),
+        ])
+        .unwrap();
+        assert_eq!(c.gateway_auth.additional_gitlab_urls.len(), 1);
+        assert!(c.workflow_auth.additional_gitlab_urls.is_empty());
+        let c = load(&[
+            ("AIGW_ADDITIONAL_GITLAB_URLS", ""),
+            (
+                "DUO_WORKFLOW_AUTH__OIDC_ADDITIONAL_GITLAB_URLS",
+                "https://e.example.com",
+            ),
+        ])
+        .unwrap();
+        assert!(c.gateway_auth.additional_gitlab_urls.is_empty());
+        assert_eq!(c.workflow_auth.additional_gitlab_urls.len(), 1);
+    }
+
+    #[test]
+    fn bad_or_repeated_additional_urls_name_the_variable() {
+        for (pairs, var, needle) in [
+            (
+                vec![(
+                    "AIGW_ADDITIONAL_GITLAB_URLS",
+                    "https://b.example.com,gitlab-c",
+                )],
+                "AIGW_ADDITIONAL_GITLAB_URLS",
+                "gitlab-c",
+            ),
+            (
+                vec![("AIGW_ADDITIONAL_GITLAB_URLS", "ftp://b.example.com")],
+                "AIGW_ADDITIONAL_GITLAB_URLS",
+                "http:// or https://",
+            ),
+            (
+                vec![(
+                    "AIGW_ADDITIONAL_GITLAB_URLS",
+                    "https://b.example.com https://B.example.com/",
+                )],
+                "AIGW_ADDITIONAL_GITLAB_URLS",
+                "listed twice",
+            ),
+            (
+                vec![
+                    ("AIGW_GITLAB_URL", "https://a.example.com"),
+                    ("AIGW_ADDITIONAL_GITLAB_URLS", "https://a.example.com/"),
+                ],
+                "AIGW_ADDITIONAL_GITLAB_URLS",
+                "AIGW_GITLAB_URL",
+            ),
+            (
+                vec![
+                    (
+                        "DUO_WORKFLOW_AUTH__OIDC_GITLAB_URL",
+                        "https://w.example.com",
+                    ),
+                    ("AIGW_ADDITIONAL_GITLAB_URLS", "https://w.example.com"),
+                ],
+                "AIGW_ADDITIONAL_GITLAB_URLS",
+                "DUO_WORKFLOW_AUTH__OIDC_GITLAB_URL",
+            ),
+            (
+                vec![(
+                    "DUO_WORKFLOW_AUTH__OIDC_ADDITIONAL_GITLAB_URLS",
+                    "https://gitlab.com",
+                )],
+                "DUO_WORKFLOW_AUTH__OIDC_ADDITIONAL_GITLAB_URLS",
+                "default GitLab URL",
+            ),
+        ] {
+            let e = load(&pairs).unwrap_err().to_string();
+            assert!(e.starts_with(var), "{e}");
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -323,6 +323,58 @@ impl WorkflowMetrics {
     }
 }
 
+/// The OIDC key fetches of every issuer (ours; upstream has none), labelled by
+/// the issuer's configured URL: the label set is the configured issuers, fixed
+/// at startup. Registered in both registries, since both services read the keys.
+#[derive(Clone)]
+pub struct OidcMetrics {
+    pub keys: prometheus::IntGaugeVec,
+    pub fetches: prometheus::IntCounterVec,
+}
+
+impl OidcMetrics {
+    pub fn new() -> MetricsResult<Self> {
+        Ok(Self {
+            keys: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "aigw_oidc_signing_keys",
+                    "OIDC signing keys cached per issuer (0: none fetched yet).",
+                ),
+                &["issuer"],
+            )?,
+            fetches: prometheus::IntCounterVec::new(
+                Opts::new(
+                    "aigw_oidc_key_fetches_total",
+                    "OIDC discovery + JWKS fetches per issuer and outcome (ok, error).",
+                ),
+                &["issuer", "outcome"],
+            )?,
+        })
+    }
+
+    pub fn register(&self, registry: &Registry) -> MetricsResult<()> {
+        registry.register(Box::new(self.keys.clone()))?;
+        registry.register(Box::new(self.fetches.clone()))
+    }
+
+    /// Creates the series of one configured issuer, at zero.
+    pub fn touch(&self, issuer: &str) {
+        self.keys.with_label_values(&[issuer]).set(0);
+        for outcome in ["ok", "error"] {
+            self.fetches.with_label_values(&[issuer, outcome]);
+        }
+    }
+
+    /// Records one fetch of a configured issuer and the keys it now has.
+    pub fn record(&self, issuer: &str, ok: bool, keys: usize) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.fetches.with_label_values(&[issuer, outcome]).inc();
+        self.keys
+            .with_label_values(&[issuer])
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+}
+
 /// Upstream (grpcio) spells status codes in upper snake case.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;

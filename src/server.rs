@@ -27,7 +27,7 @@ use crate::{
     jwks::{JwksCache, JwksTiming},
     keys::LocalKeys,
     listener::{self, Protocol},
-    metrics::{self, GatewayMetrics, WorkflowMetrics},
+    metrics::{self, GatewayMetrics, OidcMetrics, WorkflowMetrics},
     models::{
         openai::{self, OpenAiCompatible},
         service::{ModelService, ModelSettings},
@@ -146,11 +146,10 @@ fn load_client_cert(config: &Config) -> Result<Option<openai::ClientCert>, Start
     }))
 }
 
-fn issuer_urls(auth: &ServiceAuth) -> Vec<(&'static str, Url)> {
-    let mut v = Vec::new();
-    if let Some(u) = &auth.gitlab_url {
-        v.push(("GitLab", u.clone()));
-    }
+/// The OIDC issuers of one service: every GitLab instance, then CustomersDot.
+pub fn issuer_urls(auth: &ServiceAuth) -> Vec<(&'static str, Url)> {
+    let mut v: Vec<(&'static str, Url)> =
+        auth.gitlab_urls().map(|u| ("GitLab", u.clone())).collect();
     if let Some(u) = &auth.customer_portal_url {
         v.push(("CustomersDot", u.clone()));
     }
@@ -252,7 +251,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let client = crate::jwks::http_client(&trust, &timing).map_err(StartupError::Setup)?;
     let mut urls = issuer_urls(&config.gateway_auth);
     urls.extend(issuer_urls(&config.workflow_auth));
-    let jwks = JwksCache::new(&urls, client, timing);
+    let oidc_metrics = OidcMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
+    let jwks = JwksCache::new(&urls, client, timing, Some(oidc_metrics.clone()));
 
     let gateway_auth = Arc::new(authenticator(&config.gateway_auth, &gateway_keys, &jwks));
     let workflow_auth = Arc::new(authenticator(&config.workflow_auth, &workflow_keys, &jwks));
@@ -266,6 +266,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     ));
 
     let gateway_metrics = GatewayMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
+    oidc_metrics
+        .register(&gateway_metrics.registry)
+        .map_err(|e| StartupError::Setup(e.to_string()))?;
     let client_cert = load_client_cert(&config)?;
     let model_client =
         openai::http_client(&trust, client_cert.as_ref()).map_err(StartupError::Setup)?;
@@ -289,7 +292,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     let workflow_metrics =
         WorkflowMetrics::new().map_err(|e| StartupError::Setup(e.to_string()))?;
-    let health = Arc::new(Health::new(warnings));
+    oidc_metrics
+        .register(&workflow_metrics.registry)
+        .map_err(|e| StartupError::Setup(e.to_string()))?;
+    let health = Arc::new(Health::new(warnings).with_source(jwks.clone()));
 
     // Applications.
     let http_app = crate::http::router(

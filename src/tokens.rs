@@ -96,6 +96,20 @@ impl TokenAuthority {
         self.key.store(key.map(Arc::new));
     }
 
+    /// The GitLab instance a caller's token speaks for: its
+    /// `gitlab_instance_id`, else, for a GitLab-issued token (self-issued ones
+    /// carry no such claim), its subject: the instance UUID, already bound to
+    /// `X-Gitlab-Instance-Id`. Minted into our tokens, it binds them to that
+    /// header, so a token minted for one instance is refused with another's.
+    fn asking_instance(&self, c: &crate::auth::Claims) -> Option<String> {
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        nonempty(&c.gitlab_instance_id).or_else(|| {
+            (c.iss.as_deref() != Some(self.service_name.as_str()))
+                .then(|| nonempty(&c.sub))
+                .flatten()
+        })
+    }
+
     /// Adds iss/aud/iat/nbf/exp/jti to `claims` and signs them.
     fn mint(&self, mut claims: Map<String, Value>) -> Result<Minted, MintError> {
         let guard = self.key.load();
@@ -138,7 +152,7 @@ impl TokenAuthority {
         claims.insert("gitlab_realm".into(), json!(realm));
         claims.insert(
             "gitlab_instance_id".into(),
-            json!(caller_claims.and_then(|c| c.gitlab_instance_id.clone())),
+            json!(caller_claims.and_then(|c| self.asking_instance(c))),
         );
         claims.insert("scopes".into(), json!(scopes));
         if realm.as_deref() == Some("saas") {

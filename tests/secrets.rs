@@ -276,9 +276,15 @@ async fn credentials_in_issuer_urls_are_not_logged() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
     };
+    // A second GitLab instance that is not there either.
+    let closed_instance = format!("{closed}/gitlab-b");
     let gw = GatewayBuilder::new()
         .gitlab(&with_credentials(&gitlab.url))
         .env("AIGW_CUSTOMER_PORTAL_URL", &with_credentials(&closed))
+        .env(
+            "AIGW_ADDITIONAL_GITLAB_URLS",
+            &with_credentials(&closed_instance),
+        )
         .env("AIGW_LOGGING__LEVEL", "debug")
         .start();
     wait_until_accepted(&gw, &gitlab_key().rails_token(json!({}))).await;
@@ -293,6 +299,15 @@ async fn credentials_in_issuer_urls_are_not_logged() {
         );
     }
     assert!(!gw.logs().contains(URL_PASSWORD), "{}", gw.logs());
+    // Readiness names the failing issuers, and metrics label every issuer by
+    // URL: neither with the credentials.
+    let ready = get_text(&gw.http_url("/monitoring/ready")).await;
+    assert!(ready.contains("/gitlab-b"), "{ready}");
+    let metrics = get_text(&format!("http://{}/metrics", gw.addrs.metrics)).await;
+    assert!(metrics.contains("aigw_oidc_signing_keys"), "{metrics}");
+    for text in [&ready, &metrics] {
+        assert!(!text.contains(URL_PASSWORD), "{text}");
+    }
 }
 
 #[test]
@@ -302,6 +317,11 @@ fn check_config_does_not_print_url_credentials() {
         .env(
             "AIGW_CUSTOMER_PORTAL_URL",
             &with_credentials("https://customers.example.com"),
+        )
+        // check-config fetches every issuer: a refused one reports its error.
+        .env(
+            "AIGW_ADDITIONAL_GITLAB_URLS",
+            &with_credentials("http://127.0.0.1:9/gitlab-b"),
         )
         .arg("check-config")
         .command()
@@ -314,5 +334,6 @@ fn check_config_does_not_print_url_credentials() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("gitlab.example.com"), "{text}");
+    assert!(text.contains("127.0.0.1:9/gitlab-b"), "{text}");
     assert!(!text.contains(URL_PASSWORD), "{text}");
 }

@@ -32,6 +32,10 @@ use rsa::{
 use serde_json::{Value, json};
 
 pub const INSTANCE_ID: &str = "0b9e4c3a-7f1d-4d2a-8c55-2f6e1a9b7c10";
+/// The `iss` of `rails_claims()`, and what a [`FakeGitLab`] announces as its
+/// issuer by default: GitLab's external URL, while the gateway reaches it at a
+/// loopback address (as with an internal service URL).
+pub const GITLAB_ISSUER: &str = "https://gitlab.example.com";
 pub const GLOBAL_USER_ID: &str = "q6b5xHk0d1j0m9S8a3QeA1o7f6wPz2nYc4tL0uVbK5E=";
 pub const GATEWAY_AUD: &str = "gitlab-ai-gateway";
 pub const WORKFLOW_AUD: &str = "gitlab-duo-workflow-service";
@@ -128,7 +132,7 @@ pub fn rails_claims() -> Value {
         "jti": uuid::Uuid::new_v4().to_string(),
         "aud": [GATEWAY_AUD, WORKFLOW_AUD],
         "sub": INSTANCE_ID,
-        "iss": "https://gitlab.example.com",
+        "iss": GITLAB_ISSUER,
         "iat": now,
         "nbf": now - 5,
         "exp": now + 3600,
@@ -182,6 +186,8 @@ struct FakeState {
     keys: Arc<Mutex<Vec<Value>>>,
     mode: Arc<Mutex<JwksMode>>,
     base: Arc<OnceLock<String>>,
+    /// The discovery document's `issuer`; `None`: the base URL.
+    issuer: Option<String>,
     discovery_hits: Arc<AtomicUsize>,
     jwks_hits: Arc<AtomicUsize>,
 }
@@ -198,14 +204,15 @@ async fn discovery(State(s): State<FakeState>) -> impl IntoResponse {
     s.discovery_hits.fetch_add(1, Ordering::SeqCst);
     let mode = *s.mode.lock().unwrap();
     let base = s.base.get().cloned().unwrap_or_default();
+    let issuer = s.issuer.clone().unwrap_or_else(|| base.clone());
     match mode {
         JwksMode::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()
         }
-        JwksMode::NoJwksUri => Json(json!({"issuer": base})).into_response(),
+        JwksMode::NoJwksUri => Json(json!({"issuer": issuer})).into_response(),
         _ => Json(json!({
-            "issuer": base,
+            "issuer": issuer,
             "jwks_uri": format!("{base}/oauth/discovery/keys"),
             "id_token_signing_alg_values_supported": ["RS256"],
         }))
@@ -230,17 +237,29 @@ async fn jwks(State(s): State<FakeState>) -> impl IntoResponse {
 }
 
 impl FakeGitLab {
-    /// Starts a plain-HTTP fake GitLab publishing `keys`.
+    /// Starts a plain-HTTP fake GitLab publishing `keys`, announcing
+    /// [`GITLAB_ISSUER`] as its issuer.
     pub async fn start(keys: Vec<Value>) -> Self {
         Self::start_with(keys, None).await
     }
 
     /// Same, over HTTPS with the given server certificate.
     pub async fn start_with(keys: Vec<Value>, tls: Option<&TestCa>) -> Self {
+        Self::serve(keys, tls, Some(GITLAB_ISSUER.to_string())).await
+    }
+
+    /// A plain-HTTP fake GitLab whose discovery document announces `issuer`
+    /// (`None`: its own URL, as when the gateway uses GitLab's external URL).
+    pub async fn start_as(keys: Vec<Value>, issuer: Option<&str>) -> Self {
+        Self::serve(keys, None, issuer.map(str::to_string)).await
+    }
+
+    async fn serve(keys: Vec<Value>, tls: Option<&TestCa>, issuer: Option<String>) -> Self {
         let state = FakeState {
             keys: Arc::new(Mutex::new(keys)),
             mode: Arc::new(Mutex::new(JwksMode::Normal)),
             base: Arc::new(OnceLock::new()),
+            issuer,
             discovery_hits: Arc::new(AtomicUsize::new(0)),
             jwks_hits: Arc::new(AtomicUsize::new(0)),
         };
@@ -660,6 +679,18 @@ impl Drop for Gateway {
 pub fn client() -> reqwest::Client {
     install_provider();
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// GET `url` and return the body (a probe, a metrics page), whatever the status.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Builds a request with Rails' headers for `token`.
