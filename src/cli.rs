@@ -418,6 +418,10 @@ fn docs_index_build(args: &DocsBuildArgs) -> ExitCode {
             Progress::Skipped { filename, reason } => {
                 let clear = if line_open { "\r\x1b[K" } else { "" };
                 line_open = false;
+                let (filename, reason) = (
+                    crate::docs_search::printable(filename),
+                    crate::docs_search::printable(reason),
+                );
                 let _ = writeln!(err, "{clear}aigw: warning: skipped {filename}: {reason}");
             }
         }

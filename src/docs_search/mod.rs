@@ -19,6 +19,8 @@ pub mod layout;
 pub mod query;
 mod source;
 
+pub use source::printable;
+
 use std::{
     path::{Path, PathBuf},
     time::Duration,

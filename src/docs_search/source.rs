@@ -10,7 +10,6 @@
 //! or damaged archive is reported before anything is written.
 
 use std::{
-    collections::BTreeSet,
     fs::File,
     io::{self, BufReader, Read},
     path::{Path, PathBuf},
@@ -21,7 +20,7 @@ use super::builder::BuildError;
 /// A page larger than this is skipped (GitLab's largest is well under 1 MiB).
 pub const MAX_PAGE_BYTES: u64 = 16 << 20;
 /// An archive with more entries than this is refused.
-const MAX_ENTRIES: usize = 2_000_000;
+const MAX_ENTRIES: usize = 500_000;
 
 /// One markdown page found under the docs root.
 pub struct Page {
@@ -71,7 +70,7 @@ impl Source {
         };
         let (prefix, wrapper) = match kind {
             Kind::Dir => dir_root(path).map_err(read_err)?,
-            _ => archive_root(&list_archive(path, kind)?),
+            _ => list_archive(path, kind)?,
         };
         let version = wrapper.as_deref().and_then(version_from_wrapper);
         Ok(Self {
@@ -242,6 +241,20 @@ impl Source {
     }
 }
 
+/// `text` safe to print on a terminal: control characters (an archive's
+/// entry names are anybody's) shown as `\u{..}` escapes.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn is_markdown(name: &[u8]) -> bool {
     name.ends_with(b".md")
 }
@@ -348,12 +361,12 @@ fn tar_reader(path: &Path, kind: Kind) -> Result<Box<dyn Read>, BuildError> {
     })
 }
 
-/// Every entry name of an archive, normalised and checked; reading a tar.gz
-/// to its end here is what finds a truncated or damaged one.
-fn list_archive(path: &Path, kind: Kind) -> Result<Vec<String>, BuildError> {
-    let mut names = Vec::new();
-    let add = |raw: &str, names: &mut Vec<String>| -> Result<(), BuildError> {
-        if names.len() >= MAX_ENTRIES {
+/// Checks every entry name of an archive and picks the docs root from them;
+/// reading a tar.gz to its end here is what finds a truncated or damaged one.
+fn list_archive(path: &Path, kind: Kind) -> Result<(String, Option<String>), BuildError> {
+    let mut finder = RootFinder::default();
+    let mut add = |raw: &str, is_dir: bool| -> Result<(), BuildError> {
+        if finder.entries >= MAX_ENTRIES {
             return Err(BuildError::Damaged {
                 path: path.to_path_buf(),
                 detail: format!("more than {MAX_ENTRIES} entries"),
@@ -362,10 +375,10 @@ fn list_archive(path: &Path, kind: Kind) -> Result<Vec<String>, BuildError> {
         match normalize_entry(raw) {
             Err(()) => Err(BuildError::Escapes {
                 path: path.to_path_buf(),
-                entry: raw.to_string(),
+                entry: printable(raw),
             }),
             Ok(Some(n)) => {
-                names.push(n);
+                finder.add(&n, is_dir);
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -375,7 +388,7 @@ fn list_archive(path: &Path, kind: Kind) -> Result<Vec<String>, BuildError> {
         Kind::Zip => {
             let zip = open_zip(path)?;
             for name in zip.file_names() {
-                add(name, &mut names)?;
+                add(name, name.ends_with('/'))?;
             }
         }
         Kind::TarGz | Kind::Tar => {
@@ -383,48 +396,84 @@ fn list_archive(path: &Path, kind: Kind) -> Result<Vec<String>, BuildError> {
             let mut archive = tar::Archive::new(tar_reader(path, kind)?);
             for entry in archive.entries().map_err(damaged)? {
                 let entry = entry.map_err(damaged)?;
-                if entry.header().entry_type().is_pax_global_extensions() {
+                let kind = entry.header().entry_type();
+                if kind.is_pax_global_extensions() {
                     continue;
                 }
-                add(&String::from_utf8_lossy(&entry.path_bytes()), &mut names)?;
+                add(&String::from_utf8_lossy(&entry.path_bytes()), kind.is_dir())?;
             }
             // The tar ends before the gzip stream does: read on to its end,
             // which checks the gzip trailer (a cut-off stream fails here).
             io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(damaged)?;
-            if names.is_empty() && kind == Kind::TarGz {
-                return Err(BuildError::Damaged {
-                    path: path.to_path_buf(),
-                    detail: "the gzip stream holds no tar entries".into(),
-                });
-            }
         }
         Kind::Dir => {}
     }
-    Ok(names)
+    if finder.entries == 0 && kind == Kind::TarGz {
+        return Err(BuildError::Damaged {
+            path: path.to_path_buf(),
+            detail: "the gzip stream holds no tar entries".into(),
+        });
+    }
+    Ok(finder.root())
 }
 
-/// Picks the docs root among archive entry names: `doc/` when there is
-/// one; else, when the top level has a single directory and no page (GitLab's
-/// `gitlab-<tag>/`), that directory's `doc/` or the directory itself.
-fn archive_root(names: &[String]) -> (String, Option<String>) {
-    let has = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
-    if has("doc/") {
-        return ("doc/".into(), None);
-    }
-    let dirs: BTreeSet<&str> = names
-        .iter()
-        .filter_map(|n| n.split_once('/').map(|(d, _)| d))
-        .collect();
-    let top_page = names
-        .iter()
-        .any(|n| !n.contains('/') && is_markdown(n.as_bytes()));
-    match dirs.iter().next() {
-        Some(w) if dirs.len() == 1 && !top_page => {
-            let doc = format!("{w}/doc/");
-            let prefix = if has(&doc) { doc } else { format!("{w}/") };
-            (prefix, Some(w.to_string()))
+/// Picks the docs root from archive entry names, one at a time (no list of
+/// them is kept): `doc/` when there is one; else, when the top level has a
+/// single directory and no page (GitLab's `gitlab-<tag>/`), that directory's
+/// `doc/` or the directory itself; else the archive root.
+#[derive(Default)]
+struct RootFinder {
+    entries: usize,
+    has_doc: bool,
+    /// The first top-level directory, whether another one exists, and
+    /// whether the first has a `doc/`.
+    top_dir: Option<String>,
+    several_dirs: bool,
+    top_dir_has_doc: bool,
+    /// A page directly at the top level.
+    top_page: bool,
+}
+
+impl RootFinder {
+    /// `name` is normalised; `is_dir` for a directory entry.
+    fn add(&mut self, name: &str, is_dir: bool) {
+        self.entries += 1;
+        if name.starts_with("doc/") {
+            self.has_doc = true;
         }
-        _ => (String::new(), None),
+        let (dir, rest) = match name.split_once('/') {
+            Some((d, rest)) => (d, rest),
+            None if is_dir => (name, ""),
+            None => {
+                self.top_page |= is_markdown(name.as_bytes());
+                return;
+            }
+        };
+        match &self.top_dir {
+            None => self.top_dir = Some(dir.to_string()),
+            Some(first) if first != dir => self.several_dirs = true,
+            Some(_) => {}
+        }
+        if self.top_dir.as_deref() == Some(dir) && rest.starts_with("doc/") {
+            self.top_dir_has_doc = true;
+        }
+    }
+
+    fn root(self) -> (String, Option<String>) {
+        if self.has_doc {
+            return ("doc/".into(), None);
+        }
+        match self.top_dir {
+            Some(w) if !self.several_dirs && !self.top_page => {
+                let prefix = if self.top_dir_has_doc {
+                    format!("{w}/doc/")
+                } else {
+                    format!("{w}/")
+                };
+                (prefix, Some(w))
+            }
+            _ => (String::new(), None),
+        }
     }
 }
 
@@ -530,6 +579,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_print_without_control_characters() {
+        assert_eq!(printable("a\x1b[2Jb\n.md"), "a\\u{1b}[2Jb\\u{a}.md");
+        assert_eq!(printable("dépôt.md"), "dépôt.md");
+    }
+
+    #[test]
     fn entry_names_stay_inside_the_archive() {
         assert_eq!(normalize_entry("a/./b//c.md"), Ok(Some("a/b/c.md".into())));
         assert_eq!(normalize_entry("a/../b.md"), Ok(Some("b.md".into())));
@@ -539,33 +594,40 @@ mod tests {
         assert_eq!(normalize_entry("/etc/x.md"), Err(()));
     }
 
+    fn archive_root(names: &[&str]) -> (String, Option<String>) {
+        let mut f = RootFinder::default();
+        for n in names {
+            f.add(n.trim_end_matches('/'), n.ends_with('/'));
+        }
+        f.root()
+    }
+
     #[test]
     fn the_docs_root_is_doc_inside_one_wrapper() {
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            archive_root(&names(&[
+            archive_root(&[
                 "gitlab-v18.6.0-ee-doc",
                 "gitlab-v18.6.0-ee-doc/doc/index.md"
-            ])),
+            ]),
             (
                 "gitlab-v18.6.0-ee-doc/doc/".into(),
                 Some("gitlab-v18.6.0-ee-doc".into())
             )
         );
-        assert_eq!(archive_root(&names(&["doc/a.md", "doc/b/c.md"])).0, "doc/");
-        assert_eq!(archive_root(&names(&["a.md", "user/b.md"])).0, "");
+        assert_eq!(archive_root(&["doc/a.md", "doc/b/c.md"]).0, "doc/");
+        assert_eq!(archive_root(&["a.md", "user/b.md"]).0, "");
+        assert_eq!(archive_root(&["docs/a.md", "docs/user/b.md"]).0, "docs/");
         assert_eq!(
-            archive_root(&names(&["docs/a.md", "docs/user/b.md"])).0,
-            "docs/"
-        );
-        assert_eq!(
-            archive_root(&names(&["README.md", "doc/a.md", "app/x.rb"])).0,
+            archive_root(&["README.md", "doc/a.md", "app/x.rb"]).0,
             "doc/"
         );
-        assert_eq!(archive_root(&names(&["only.md"])).0, "");
+        assert_eq!(archive_root(&["only.md"]).0, "");
         // git archive's pax header is skipped before; other top-level files do not matter.
-        assert_eq!(archive_root(&names(&["w/doc/a.md", "README"])).0, "w/doc/");
-        assert_eq!(archive_root(&names(&["index.md", "user/a.md"])).0, "");
+        assert_eq!(archive_root(&["w/doc/a.md", "README"]).0, "w/doc/");
+        assert_eq!(archive_root(&["index.md", "user/a.md"]).0, "");
+        // Directory entries count as directories, even one named like a page.
+        assert_eq!(archive_root(&["w/", "w/x.md/", "w/x.md/a.md"]).0, "w/");
+        assert_eq!(archive_root(&["x.md/", "x.md/a.md", "y/b.md"]).0, "");
         assert_eq!(
             version_from_wrapper("gitlab-v18.6.0-ee-doc").as_deref(),
             Some("v18.6.0-ee")
