@@ -1224,3 +1224,47 @@ fn progress_is_shown_on_a_terminal_only() {
         "{shown:?}"
     );
 }
+
+#[test]
+fn symbolic_links_are_read_only_inside_the_docs_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("doc");
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(root.join("index.md"), page("Index", "The start page.")).unwrap();
+    std::fs::write(
+        root.join("shared/snippet.txt"),
+        page("Linked", "Shared text, linked as a page."),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("shared/snippet.txt", root.join("linked.md")).unwrap();
+    // What a tree from elsewhere might carry: a link to a file outside it.
+    let secret = temp_file(
+        dir.path(),
+        "signing.key",
+        "-----BEGIN PRIVATE KEY----- not for Duo Chat",
+    );
+    std::os::unix::fs::symlink(&secret, root.join("leak.md")).unwrap();
+    // A link to a directory is not followed.
+    std::os::unix::fs::symlink(dir.path(), root.join("loop")).unwrap();
+    let db = dir.path().join("docs.db");
+
+    let o = build(dir.path(), &db, &[]);
+    assert!(o.status.success(), "{o:?}");
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: skipped /leak.md: a symbolic link to {}, outside the docs root",
+            std::fs::canonicalize(&secret).unwrap().display()
+        )),
+        "{stderr}"
+    );
+    assert!(text(&o.stdout).contains("indexed 2 pages"), "{o:?}");
+    let r = rows(&db);
+    let names: Vec<&str> = r
+        .iter()
+        .map(|r| r.2["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["/index.md", "/linked.md"]);
+    assert!(r[1].1.contains("Shared text, linked as a page."));
+    assert!(r.iter().all(|r| !r.1.contains("PRIVATE KEY")));
+}

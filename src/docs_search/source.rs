@@ -113,8 +113,14 @@ impl Source {
         each: &mut dyn FnMut(Page) -> Result<(), BuildError>,
     ) -> Result<(), BuildError> {
         let root = self.path.join(&self.prefix);
-        // Symbolic links to directories are not followed (no cycles); links to
-        // files are read like files.
+        // Symbolic links to directories are not followed (no cycles); a link
+        // to a file is read only when the file is inside the docs root: a
+        // tree from elsewhere must not pull `/etc/...` into an index that
+        // every Duo Chat user can search.
+        let canonical_root = std::fs::canonicalize(&root).map_err(|e| BuildError::Source {
+            path: root.clone(),
+            detail: e.to_string(),
+        })?;
         let walk = walkdir::WalkDir::new(&root)
             .follow_links(false)
             .sort_by_file_name();
@@ -145,6 +151,18 @@ impl Source {
                 .is_none()
             {
                 Err("the file name is not UTF-8".to_string())
+            } else if entry.path_is_symlink() {
+                match std::fs::canonicalize(entry.path()) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        Err("a symbolic link to nothing".to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                    Ok(target) if !target.starts_with(&canonical_root) => Err(format!(
+                        "a symbolic link to {}, outside the docs root",
+                        target.display()
+                    )),
+                    Ok(target) => read_file(&target),
+                }
             } else {
                 read_file(entry.path())
             };
@@ -524,13 +542,7 @@ fn version_from_wrapper(name: &str) -> Option<String> {
 }
 
 fn read_file(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            "a symbolic link to nothing".to_string()
-        } else {
-            e.to_string()
-        }
-    })?;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
