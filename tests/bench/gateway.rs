@@ -311,7 +311,7 @@ fn main() {
 
         model_overhead::run(&gw.http, &token, RUN_FOR, section).await;
         if section("docs") {
-            docs_search::run(&bin, &gw.http, &token, &docs_db).await;
+            docs_search::run(&bin, &gw.http, &docs_db).await;
         }
         if section("streams") {
             model_overhead::streams_section(&gw.http, &token, gw.child.id()).await;
