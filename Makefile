@@ -66,8 +66,10 @@ static: deps
 	@! readelf -l $(STATIC_BIN) | grep -q INTERP || { echo "static: $(STATIC_BIN) has an ELF interpreter"; exit 1; }
 	@ls -l $(STATIC_BIN)
 
-# A development configuration: throwaway signing keys (--dev), a local GitLab
-# at http://127.0.0.1:3000, offline license, API docs on, readable logs.
+# A development configuration: the development signing key (--dev, kept in
+# tmp/aigw-dev.key; `target/debug/aigw dev-token` mints a token from it), self-hosted
+# models enabled, a local GitLab at http://127.0.0.1:3000, offline license,
+# API docs on, readable logs.
 # Override any variable on the command line, e.g. `make run AIGW_GITLAB_URL=https://gitlab.example.com`.
 AIGW_GITLAB_URL ?= http://127.0.0.1:3000
 run: deps
@@ -75,6 +77,7 @@ run: deps
 	AIGW_CUSTOMER_PORTAL_URL= \
 	DUO_WORKFLOW_AUTH__OIDC_CUSTOMER_PORTAL_URL= \
 	AIGW_FASTAPI__DOCS_URL=/docs AIGW_FASTAPI__OPENAPI_URL=/openapi.json \
+	AIGW_CUSTOM_MODELS__ENABLED=true \
 	AIGW_LOGGING__FORMAT_JSON=false \
 	PROMETHEUS_METRICS__ADDR=0.0.0.0 PROMETHEUS_METRICS__PORT=8083 \
 	$(CARGO) run -- --dev
@@ -91,9 +94,10 @@ bench: static
 	AIGW_BENCH_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) bench --locked --bench gateway
 
 # The gateway and the mock model server on loopback, GitLab played by the
-# demo itself (throwaway key, Rails-shaped requests): tests/demo.rs.
+# demo itself (throwaway key, Rails-shaped requests): tests/demo.rs, a test
+# target without libtest's harness, so only the demo's own lines are printed.
 demo: deps
-	$(CARGO) test --locked --test demo -- --ignored --nocapture --test-threads 1
+	@$(CARGO) test --quiet --locked --test demo -- --demo
 
 clean:
 	$(CARGO) clean

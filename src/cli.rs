@@ -1,14 +1,17 @@
 //! The command line: `aigw` (serve), `aigw check-config`, `aigw keygen`,
-//! `aigw docs-index build|check`.
+//! `aigw dev-token`, `aigw docs-index build|check`.
 //!
 //! Flags override the environment; the environment variables keep the
 //! upstream gateway's names and are listed in `--help` next to each flag.
+//! The serving flags belong to `serve` and `check-config` (before or after
+//! the subcommand's name), never to `keygen` or `dev-token`.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use serde_json::{Value, json};
 
-use crate::config::{CliOverrides, Config, Env};
+use crate::config::{CliOverrides, Config, DEV_KEY_FILE, Env, SecretSource};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,6 +38,9 @@ pub enum Command {
     CheckConfig(ServeArgs),
     /// Write a new RSA 2048 signing key (PKCS#8 PEM, mode 0600).
     Keygen(KeygenArgs),
+    /// DEVELOPMENT ONLY: print a token that a gateway started with `--dev`
+    /// (`make run`) from this directory accepts, for trying the API by hand.
+    DevToken,
     /// Build or check the documentation search index (Duo Chat's GitLab
     /// documentation answers), offline.
     #[command(subcommand)]
@@ -50,40 +56,40 @@ pub enum Command {
     },
 }
 
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Default, Clone, PartialEq)]
 pub struct ServeArgs {
     /// AI Gateway HTTP bind address [env: AIGW_FASTAPI__API_HOST] [default: 0.0.0.0]
-    #[arg(long, value_name = "IP", global = true)]
+    #[arg(long, value_name = "IP")]
     pub api_host: Option<IpAddr>,
     /// AI Gateway HTTP port [env: AIGW_FASTAPI__API_PORT] [default: 5052]
-    #[arg(long, value_name = "PORT", global = true)]
+    #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
     /// Duo Workflow gRPC bind address [env: DUO_WORKFLOW_SERVICE_HOST] [default: 0.0.0.0]
-    #[arg(long, value_name = "IP", global = true)]
+    #[arg(long, value_name = "IP")]
     pub grpc_host: Option<IpAddr>,
     /// Duo Workflow gRPC port [env: DUO_WORKFLOW_SERVICE_PORT, or PORT as upstream] [default: 50052]
-    #[arg(long, value_name = "PORT", global = true)]
+    #[arg(long, value_name = "PORT")]
     pub grpc_port: Option<u16>,
     /// AI Gateway metrics bind address [env: AIGW_FASTAPI__METRICS_HOST] [default: 0.0.0.0]
-    #[arg(long, value_name = "IP", global = true)]
+    #[arg(long, value_name = "IP")]
     pub metrics_host: Option<IpAddr>,
     /// AI Gateway metrics port [env: AIGW_FASTAPI__METRICS_PORT] [default: 8082]
-    #[arg(long, value_name = "PORT", global = true)]
+    #[arg(long, value_name = "PORT")]
     pub metrics_port: Option<u16>,
     /// Duo Workflow metrics bind address; enables that listener [env: PROMETHEUS_METRICS__ADDR]
-    #[arg(long, value_name = "IP", global = true)]
+    #[arg(long, value_name = "IP")]
     pub workflow_metrics_addr: Option<IpAddr>,
     /// Duo Workflow metrics port; enables that listener [env: PROMETHEUS_METRICS__PORT] [default: 8083]
-    #[arg(long, value_name = "PORT", global = true)]
+    #[arg(long, value_name = "PORT")]
     pub workflow_metrics_port: Option<u16>,
     /// Log level or tracing filter [env: AIGW_LOGGING__LEVEL] [default: info]
-    #[arg(long, value_name = "LEVEL", global = true)]
+    #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Seconds to drain connections on SIGTERM [env: AIGW_SHUTDOWN_GRACE_PERIOD_S or DUO_WORKFLOW_SHUTDOWN_GRACE_PERIOD_S] [default: 10]
-    #[arg(long, value_name = "SECONDS", global = true)]
+    #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace_period: Option<f64>,
-    /// Development: sign tokens with a throwaway key when none is configured (never in production)
-    #[arg(long, global = true)]
+    /// Development: sign tokens with the development key tmp/aigw-dev.key (created when missing) when none is configured; `aigw dev-token` mints one (never in production)
+    #[arg(long)]
     pub dev: bool,
 }
 
@@ -100,7 +106,7 @@ impl ServeArgs {
             workflow_metrics_port: self.workflow_metrics_port,
             log_level: self.log_level.clone(),
             shutdown_grace_period: self.shutdown_grace_period,
-            dev_ephemeral_keys: self.dev,
+            dev_mode: self.dev,
         }
     }
 }
@@ -147,7 +153,7 @@ pub struct DocsCheckArgs {
 
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// Where to write the key
+    /// Where to write the key; `-` writes it to standard output
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Replace an existing file
@@ -158,11 +164,24 @@ pub struct KeygenArgs {
 /// Entry point behind `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(
+        cli.command,
+        None | Some(Command::Serve(_) | Command::CheckConfig(_))
+    );
+    if !serving && cli.serve != ServeArgs::default() {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the serving flags (--api-port, --dev, ...) apply to `aigw`, `aigw serve` and `aigw check-config` only",
+            )
+            .exit();
+    }
     match cli.command {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&merge(&cli.serve, args)),
         Some(Command::CheckConfig(args)) => check_config(&merge(&cli.serve, args)),
         Some(Command::Keygen(args)) => keygen(&args),
+        Some(Command::DevToken) => dev_token(),
         Some(Command::DocsIndex(DocsIndexCommand::Build(args))) => docs_index_build(&args),
         Some(Command::DocsIndex(DocsIndexCommand::Check(args))) => docs_index_check(&args),
         Some(Command::Manpage) => manpage(),
@@ -222,39 +241,76 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
+/// `aigw check-config`: one JSON report on stdout whatever went wrong, with
+/// `valid`, `errors` and `notes` always present (and the effective
+/// configuration when the environment could be read), each error repeated on
+/// stderr, exit status 1 for any error.
 fn check_config(args: &ServeArgs) -> ExitCode {
-    let config = match Config::load(&Env::from_process(), &args.overrides()) {
-        Ok(c) => c,
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    let mut report = match Config::load(&Env::from_process(), &args.overrides()) {
+        Ok(config) => check_files(&config, &mut errors, &mut notes),
         Err(e) => {
-            eprintln!("aigw: configuration error: {e}");
-            return ExitCode::from(2);
+            errors.push(format!("configuration error: {e}"));
+            json!({})
         }
     };
+    report["valid"] = errors.is_empty().into();
+    report["errors"] = errors.clone().into();
+    report["notes"] = notes.into();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_else(|_| report.to_string())
+    );
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for e in &errors {
+            eprintln!("aigw: {e}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// Reads every file the configuration names, as startup would; returns the
+/// redacted configuration with what was actually loaded filled in.
+fn check_files(config: &Config, errors: &mut Vec<String>, notes: &mut Vec<String>) -> Value {
     let mut report = config.redacted();
-    let mut problems = Vec::new();
     match crate::trust::TrustStore::load(&config.ca) {
         Ok(t) => {
+            // The file (or the compiled-in set) actually used, not the rule.
+            report["ca_bundle"]["source"] = t.source().into();
             report["ca_bundle"]["anchors"] = t.len().into();
-            report["oidc_issuers"] = oidc_issuers(&config, &t);
+            report["oidc_issuers"] = oidc_issuers(config, &t);
         }
-        Err(e) => problems.push(format!("CA bundle: {e}")),
+        Err(e) => errors.push(format!("CA bundle: {e}")),
     }
-    for (name, auth) in [
-        ("AI Gateway", &config.gateway_auth),
-        ("Duo Workflow", &config.workflow_auth),
+    if config.dev_mode {
+        notes.push(format!(
+            "development mode (--dev): services without a signing key use the development key {DEV_KEY_FILE}"
+        ));
+    }
+    for (name, auth, section) in [
+        ("AI Gateway", &config.gateway_auth, "gateway_auth"),
+        ("Duo Workflow", &config.workflow_auth, "workflow_auth"),
     ] {
-        if let Err(e) =
-            crate::keys::LocalKeys::load(auth.signing_key.as_ref(), auth.validation_key.as_ref())
-        {
-            problems.push(format!("{name} key: {e}"));
-        } else if auth.signing_key.is_none() {
-            report["notes"]
-                .as_array_mut()
-                .map(|a| a.push(format!("{name}: no signing key configured").into()))
-                .unwrap_or_else(|| {
-                    report["notes"] =
-                        serde_json::json!([format!("{name}: no signing key configured")])
-                });
+        let signing = auth.signing_key_or_dev(config.dev_mode);
+        if let Some(s @ SecretSource::DevKey { path }) = &signing {
+            report[section]["signing_key"] = format!("<redacted: {}>", s.describe()).into();
+            if !path.exists() {
+                notes.push(format!(
+                    "{name}: the development key {} does not exist yet; `aigw --dev` creates it",
+                    path.display()
+                ));
+                continue;
+            }
+        }
+        match crate::keys::LocalKeys::load(signing.as_ref(), auth.validation_key.as_ref()) {
+            Err(e) => errors.push(format!("{name} key: {e}")),
+            Ok(_) if signing.is_none() => {
+                notes.push(format!("{name}: no signing key configured"));
+            }
+            Ok(_) => {}
         }
     }
     for (files, cert_var, key_var) in [
@@ -272,33 +328,24 @@ fn check_config(args: &ServeArgs) -> ExitCode {
         if let Some(f) = files
             && let Err(e) = crate::tls::load_certified_key(f, cert_var, key_var)
         {
-            problems.push(format!("TLS: {e}"));
+            errors.push(format!("TLS: {e}"));
         }
     }
-    match crate::docs_search::inspect(&config.docs_search_db) {
+    let db = &config.docs_search_db;
+    match crate::docs_search::inspect(db) {
         Ok(info) => {
+            if info.is_none() {
+                notes.push(format!(
+                    "documentation search: no index at {} (questions get no results; `aigw docs-index build` makes one)",
+                    db.display()
+                ));
+            }
             report["docs_search"]["exists"] = info.is_some().into();
             report["docs_search"]["pages"] = info.map(|i| i.pages).into();
         }
-        Err(e) => problems.push(format!(
-            "documentation index {}: {e}",
-            config.docs_search_db.display()
-        )),
+        Err(e) => errors.push(format!("documentation index {}: {e}", db.display())),
     }
-    report["valid"] = problems.is_empty().into();
-    report["errors"] = problems.clone().into();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_else(|_| report.to_string())
-    );
-    if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for p in &problems {
-            eprintln!("aigw: {p}");
-        }
-        ExitCode::FAILURE
-    }
+    report
 }
 
 /// How long `check-config` waits for the OIDC issuers, all of them together.
@@ -369,6 +416,24 @@ fn manpage() -> ExitCode {
 }
 
 fn keygen(args: &KeygenArgs) -> ExitCode {
+    if args.path.as_os_str() == "-" {
+        return match crate::keys::new_key_pem() {
+            Ok(pem) => {
+                use std::io::Write;
+                match std::io::stdout().write_all(pem.as_bytes()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("aigw: cannot write the key to standard output: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("aigw: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match crate::keys::write_new_key(&args.path, args.force) {
         Ok(()) => {
             eprintln!(
@@ -382,6 +447,103 @@ fn keygen(args: &KeygenArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `aigw dev-token`: a token signed with the development key, carrying
+/// every unit primitive the HTTP API checks. Refused when the environment
+/// configures a real signing key (a gateway would not use the development
+/// key then) or when no `--dev` gateway has created the key here yet.
+fn dev_token() -> ExitCode {
+    let overrides = CliOverrides {
+        dev_mode: true,
+        ..CliOverrides::default()
+    };
+    let config = match Config::load(&Env::from_process(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aigw: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let auth = &config.gateway_auth;
+    let source = match auth.signing_key_or_dev(true) {
+        Some(s @ SecretSource::DevKey { .. }) => s,
+        Some(configured) => {
+            eprintln!(
+                "aigw: dev-token: a signing key is configured ({}): a gateway with it never uses the development key and would refuse this token. dev-token is for `aigw --dev` (make run) without signing keys.",
+                configured.describe()
+            );
+            return ExitCode::FAILURE;
+        }
+        None => return ExitCode::FAILURE,
+    };
+    let path = std::path::Path::new(DEV_KEY_FILE);
+    if !path.exists() {
+        let here = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| ".".into());
+        eprintln!(
+            "aigw: dev-token: no development key at {DEV_KEY_FILE} (in {here}): start the gateway with `aigw --dev` (`make run`) in this directory first"
+        );
+        return ExitCode::FAILURE;
+    }
+    let key = match crate::keys::SigningKey::load(&source) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("aigw: dev-token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scopes = match dev_scopes(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aigw: dev-token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let authority = crate::tokens::TokenAuthority::new(&auth.service_name, Some(key));
+    match authority.mint_dev(&scopes) {
+        Ok(minted) => {
+            println!("{}", minted.token);
+            eprintln!(
+                "aigw: DEVELOPMENT ONLY: a token signed with {DEV_KEY_FILE}, valid for one hour, accepted only by a gateway started with --dev in this directory. Send it as `Authorization: Bearer <token>` with `X-Gitlab-Authentication-Type: oidc`."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("aigw: dev-token: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every unit primitive the HTTP API checks: code suggestions, Duo Chat and
+/// its tools and context categories, and every prompt's.
+fn dev_scopes(config: &Config) -> Result<Vec<String>, String> {
+    let prompts = crate::prompts::PromptRegistry::load(
+        config.models.prompts_dir.as_deref(),
+        crate::prompts::PromptSettings {
+            default_timeout: config.models.request_timeout,
+            chat_max_tokens: config.models.chat_max_tokens,
+        },
+    )?;
+    let mut scopes: BTreeSet<String> = [
+        "complete_code",
+        "generate_code",
+        "duo_chat",
+        "duo_classic_chat",
+    ]
+    .into_iter()
+    .chain(prompts.unit_primitives())
+    .chain(crate::chat::tools::TOOLS.iter().map(|t| t.unit_primitive))
+    .map(str::to_string)
+    .collect();
+    scopes.extend(
+        crate::chat::context::CATEGORIES
+            .iter()
+            .map(|c| crate::chat::context::unit_primitive(c)),
+    );
+    Ok(scopes.into_iter().collect())
 }
 
 fn docs_index_build(args: &DocsBuildArgs) -> ExitCode {

@@ -6,7 +6,13 @@
 //! (`config::SecretSource`). Key material never leaves this module except as a
 //! signature or a public JWK; nothing here logs it.
 
-use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::Arc};
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::Path,
+    sync::Arc,
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::DecodingKey;
@@ -42,6 +48,8 @@ pub enum KeyError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path} already exists; `aigw keygen --force {path}` replaces it")]
+    Exists { path: String },
 }
 
 /// A public key we accept signatures from.
@@ -97,10 +105,7 @@ impl SigningKey {
                 })?;
                 normalise_pem(&text)
             }
-            SecretSource::Ephemeral => {
-                let key = generate_rsa()?;
-                return Self::from_private(&key, origin);
-            }
+            SecretSource::DevKey { path } => normalise_pem(&dev_key_pem(path)?),
         };
         let key = RsaPrivateKey::from_pkcs8_pem(&pem)
             .or_else(|_| RsaPrivateKey::from_pkcs1_pem(&pem))
@@ -194,15 +199,61 @@ fn generate_rsa() -> Result<RsaPrivateKey, KeyError> {
     RsaPrivateKey::new(&mut rng, 2048).map_err(|e| KeyError::Generate(e.to_string()))
 }
 
+/// A new RSA-2048 private key as PKCS#8 PEM (`aigw keygen -`).
+pub fn new_key_pem() -> Result<rsa::pkcs8::der::zeroize::Zeroizing<String>, KeyError> {
+    generate_rsa()?
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Generate(e.to_string()))
+}
+
+/// The development key's PEM: read from `path`, or generated and written
+/// there (directory 0700, file 0600) by the first `--dev` start.
+fn dev_key_pem(path: &Path) -> Result<String, KeyError> {
+    match fs::read_to_string(path) {
+        Ok(text) => return Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(KeyError::Read {
+                origin: SecretSource::DevKey { path: path.into() }.describe(),
+                source,
+            });
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| KeyError::Write {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    match write_new_key(path, false) {
+        // Another `--dev` process won the race: use its key.
+        Ok(()) | Err(KeyError::Exists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    fs::read_to_string(path).map_err(|source| KeyError::Read {
+        origin: SecretSource::DevKey { path: path.into() }.describe(),
+        source,
+    })
+}
+
 /// `aigw keygen`: writes a new RSA-2048 PKCS#8 PEM key, mode 0600.
 pub fn write_new_key(path: &Path, overwrite: bool) -> Result<(), KeyError> {
-    let key = generate_rsa()?;
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let write_err = |source| KeyError::Write {
-        path: path.display().to_string(),
-        source,
+    let pem = new_key_pem()?;
+    let write_err = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyError::Exists {
+                path: path.display().to_string(),
+            }
+        } else {
+            KeyError::Write {
+                path: path.display().to_string(),
+                source,
+            }
+        }
     };
     let mut options = fs::OpenOptions::new();
     options.write(true).mode(0o600);
@@ -261,7 +312,7 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_with_the_public_half() {
-        let key = SigningKey::load(&SecretSource::Ephemeral).unwrap();
+        let key = SigningKey::from_private(&generate_rsa().unwrap(), "test".into()).unwrap();
         let token = key
             .mint(&serde_json::json!({"aud": "x", "exp": 4_000_000_000u64}))
             .unwrap();
@@ -305,7 +356,7 @@ mod micro_bench {
     #[ignore]
     fn sign_and_verify() {
         crate::jwt_crypto::install();
-        let key = SigningKey::load(&SecretSource::Ephemeral).unwrap();
+        let key = SigningKey::from_private(&generate_rsa().unwrap(), "test".into()).unwrap();
         let claims =
             serde_json::json!({"aud": "x", "exp": 4_000_000_000u64, "scopes": ["duo_chat"]});
         let n = 200;

@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::{
     auth::{AuthSettings, Authenticator},
-    config::{Config, SecretSource, ServiceAuth},
+    config::{Config, ServiceAuth},
     grpc::{self, GateLayer, WorkflowService},
     health::Health,
     http::{DocsSettings, HttpContext},
@@ -29,7 +29,8 @@ use crate::{
     listener::{self, Protocol},
     metrics::{self, GatewayMetrics, OidcMetrics, WorkflowMetrics},
     models::{
-        openai::{self, OpenAiCompatible},
+        client as model_client,
+        platforms::Platforms,
         service::{ModelService, ModelSettings},
     },
     systemd,
@@ -61,7 +62,7 @@ pub enum StartupError {
 struct Reloadable {
     config: Config,
     jwks: Arc<JwksCache>,
-    model_provider: Arc<OpenAiCompatible>,
+    model_provider: Arc<Platforms>,
     gateway_auth: Arc<Authenticator>,
     workflow_auth: Arc<Authenticator>,
     gateway_tokens: Arc<TokenAuthority>,
@@ -70,21 +71,13 @@ struct Reloadable {
     grpc_cert: Option<Arc<ReloadableCert>>,
 }
 
-fn key_sources(auth: &ServiceAuth, dev: bool) -> (Option<SecretSource>, Option<SecretSource>) {
-    let signing = auth
-        .signing_key
-        .clone()
-        .or_else(|| dev.then_some(SecretSource::Ephemeral));
-    (signing, auth.validation_key.clone())
-}
-
 fn load_keys(
     auth: &ServiceAuth,
     dev: bool,
     service: &'static str,
 ) -> Result<LocalKeys, StartupError> {
-    let (signing, validation) = key_sources(auth, dev);
-    LocalKeys::load(signing.as_ref(), validation.as_ref())
+    let signing = auth.signing_key_or_dev(dev);
+    LocalKeys::load(signing.as_ref(), auth.validation_key.as_ref())
         .map_err(|source| StartupError::Key { service, source })
 }
 
@@ -105,10 +98,10 @@ fn warnings(config: &Config) -> Vec<String> {
     if config.workflow_auth.bypass {
         w.push("DUO_WORKFLOW_AUTH__ENABLED=false: the Duo Workflow service accepts every call WITHOUT authentication".to_string());
     }
-    if config.dev_ephemeral_keys
+    if config.dev_mode
         && (config.gateway_auth.signing_key.is_none() || config.workflow_auth.signing_key.is_none())
     {
-        w.push("development mode: tokens are signed with a throwaway key generated at startup; they stop validating on restart".to_string());
+        w.push(format!("development mode (--dev): tokens are signed with the development key {} (`aigw dev-token` mints one from it); never use --dev in production", crate::config::DEV_KEY_FILE));
     }
     w
 }
@@ -127,7 +120,7 @@ fn cert_for(
 }
 
 /// The client certificate for model endpoints (`AIGW_MTLS__*`), if configured.
-fn load_client_cert(config: &Config) -> Result<Option<openai::ClientCert>, StartupError> {
+fn load_client_cert(config: &Config) -> Result<Option<model_client::ClientCert>, StartupError> {
     let Some(files) = &config.models.mtls else {
         return Ok(None);
     };
@@ -140,7 +133,7 @@ fn load_client_cert(config: &Config) -> Result<Option<openai::ClientCert>, Start
             })
         })
     };
-    Ok(Some(openai::ClientCert {
+    Ok(Some(model_client::ClientCert {
         cert_pem: read(&files.cert_file, "AIGW_MTLS__CERT_FILE")?,
         key_pem: read(&files.key_file, "AIGW_MTLS__KEY_FILE")?,
     }))
@@ -205,7 +198,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let trust = TrustStore::load(&config.ca)?;
     tracing::info!(source = %trust.source(), anchors = trust.len(), "outbound trust store loaded");
 
-    let dev = config.dev_ephemeral_keys;
+    let dev = config.dev_mode;
     let gateway_keys = load_keys(&config.gateway_auth, dev, "AI Gateway signing")?;
     let workflow_keys = load_keys(&config.workflow_auth, dev, "Duo Workflow signing")?;
     for (service, keys) in [
@@ -270,19 +263,19 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         .register(&gateway_metrics.registry)
         .map_err(|e| StartupError::Setup(e.to_string()))?;
     let client_cert = load_client_cert(&config)?;
-    let model_client =
-        openai::http_client(&trust, client_cert.as_ref()).map_err(StartupError::Setup)?;
-    let model_provider = Arc::new(
-        OpenAiCompatible::new(model_client, &config.models.extra_headers)
-            .map_err(StartupError::Setup)?,
-    );
+    let model_http =
+        model_client::http_client(&trust, client_cert.as_ref()).map_err(StartupError::Setup)?;
+    let model_provider =
+        Arc::new(Platforms::new(model_http, &config.models).map_err(StartupError::Setup)?);
     let models = Arc::new(ModelService::new(
         model_provider.clone(),
         gateway_metrics.models.clone(),
         ModelSettings {
             custom_models_enabled: config.models.custom_models_enabled,
+            cloud: config.models.cloud.clone(),
             disable_streaming: config.models.disable_streaming,
             suggestions_timeout: config.models.suggestions_timeout,
+            retry_deadline: config.models.prompt_retry_deadline,
         },
     ));
     if !config.models.custom_models_enabled {
@@ -470,6 +463,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             _ = sighup.recv() => {
                 systemd::reloading();
                 reloadable.reload();
+                reloadable.model_provider.forget_credentials().await;
                 systemd::ready(&addrs.status_line());
             }
             _ = sigterm.recv() => break,
@@ -535,7 +529,7 @@ impl Reloadable {
                 let clients =
                     crate::jwks::http_client(&trust, &JwksTiming::default()).and_then(|jwks| {
                         let cert = load_client_cert(c).map_err(|e| e.to_string())?;
-                        Ok((jwks, openai::http_client(&trust, cert.as_ref())?))
+                        Ok((jwks, model_client::http_client(&trust, cert.as_ref())?))
                     });
                 match clients {
                     Ok((jwks, models)) => {
@@ -550,7 +544,7 @@ impl Reloadable {
             }
             Err(e) => tracing::error!(error = %e, "reload: keeping the previous trust store"),
         }
-        let dev = c.dev_ephemeral_keys;
+        let dev = c.dev_mode;
         for (service, auth, authn, tokens) in [
             (
                 "AI Gateway",
@@ -565,7 +559,7 @@ impl Reloadable {
                 &self.workflow_tokens,
             ),
         ] {
-            // An ephemeral dev key is kept: regenerating it would invalidate tokens.
+            // The development key is kept as loaded at startup.
             if auth.signing_key.is_none() && dev {
                 continue;
             }

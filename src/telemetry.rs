@@ -7,7 +7,10 @@
 //! output stays readable. Nothing here ever receives a secret: callers log
 //! origins of keys, never keys, and never tokens.
 
-use std::os::{fd::AsFd, unix::fs::MetadataExt};
+use std::{
+    io::IsTerminal,
+    os::{fd::AsFd, unix::fs::MetadataExt},
+};
 
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -43,11 +46,8 @@ fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(cfg: &LoggingConfig) -> LogSink {
-    let filter = || {
-        EnvFilter::try_new(&cfg.level)
-            .or_else(|_| EnvFilter::try_new(level_alias(&cfg.level)))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
+    // `config` has already validated and translated the level.
+    let filter = || EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
     if stderr_is_journal()
         && let Ok(journald) = tracing_journald::layer()
     {
@@ -68,22 +68,14 @@ pub fn init(cfg: &LoggingConfig) -> LogSink {
         let _ = tracing_subscriber::registry().with(layer).try_init();
         LogSink::StderrJson
     } else {
+        // Colour only for a person at a terminal: a log file or a pipe
+        // gets plain text.
         let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(cfg.color && std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_filter(filter());
         let _ = tracing_subscriber::registry().with(layer).try_init();
         LogSink::StderrText
-    }
-}
-
-/// Python logging names that tracing does not know.
-fn level_alias(level: &str) -> &'static str {
-    match level {
-        "critical" | "fatal" | "error" => "error",
-        "warning" | "warn" => "warn",
-        "debug" => "debug",
-        "notset" | "trace" => "trace",
-        _ => "info",
     }
 }
 

@@ -181,6 +181,17 @@ impl TokenAuthority {
         self.mint(claims)
     }
 
+    /// `aigw dev-token`: a token for trying the gateway by hand in `--dev`
+    /// mode, carrying `scopes` and no user, realm or instance (so no
+    /// `X-Gitlab-*` header needs to match). Only ever signed with the
+    /// development key: the command refuses when a real key is configured.
+    pub fn mint_dev(&self, scopes: &[String]) -> Result<Minted, MintError> {
+        let mut claims = Map::new();
+        claims.insert("scopes".into(), json!(scopes));
+        claims.insert("aigw_dev_token".into(), json!(true));
+        self.mint(claims)
+    }
+
     /// The Duo Workflow service's token (`GenerateToken`).
     pub fn mint_workflow(&self, caller: &Caller, headers: &HeaderMap) -> Result<Minted, MintError> {
         let scopes: Vec<&str> = if caller.debug {

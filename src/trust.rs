@@ -1,4 +1,4 @@
-//! The one trust store every outbound TLS client uses (JWKS now, models later).
+//! The one trust store every outbound TLS client uses (OIDC keys and model servers).
 //!
 //! Precedence follows what administrators already set for the Python gateway:
 //! `AIGW_CA_BUNDLE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, then

@@ -85,7 +85,7 @@ fn check_config_names_a_bad_variable() {
         .env("AIGW_FASTAPI__API_PORT", "abc")
         .arg("check-config")
         .command());
-    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("AIGW_FASTAPI__API_PORT"), "{stderr}");
     assert!(stderr.contains("abc"), "{stderr}");
@@ -318,4 +318,302 @@ fn check_config_accepts_escaped_pem_too() {
     assert!(out.status.success(), "{out:?}");
     let stdout = text(&out.stdout);
     assert!(!stdout.contains(&escaped[40..80]), "{stdout}");
+}
+
+/// Starts `builder`'s gateway on a fixed free HTTP port (its logs may not
+/// announce it), waits until `/monitoring/healthz` answers, stops it, and
+/// returns every stderr line it wrote.
+async fn logs_of_a_healthy_run(builder: GatewayBuilder) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = builder
+        .env("AIGW_FASTAPI__API_PORT", &port.to_string())
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let url = format!("http://127.0.0.1:{port}/monitoring/healthz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client().get(&url).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway never became healthy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// `warning` (the README's and upstream's spelling), `WARNING` and
+/// `Critical` keep warnings or errors, never silence everything: the
+/// security warning of a bypass is still logged, info lines are not.
+#[tokio::test]
+async fn python_log_level_names_keep_the_security_warnings() {
+    for level in ["warning", "WARNING"] {
+        let lines = logs_of_a_healthy_run(
+            GatewayBuilder::new()
+                .env("AIGW_LOGGING__LEVEL", level)
+                .env("AIGW_AUTH__BYPASS_EXTERNAL", "true"),
+        )
+        .await;
+        let parsed: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{l}")))
+            .collect();
+        assert!(
+            parsed.iter().any(|v| v["security"] == true
+                && v["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("AIGW_AUTH__BYPASS_EXTERNAL")),
+            "{level}: no security warning in {lines:#?}"
+        );
+        for v in &parsed {
+            assert!(
+                matches!(v["level"].as_str(), Some("WARN" | "ERROR")),
+                "{level}: {v}"
+            );
+        }
+    }
+    // CRITICAL keeps errors only; the run itself has none.
+    let lines = logs_of_a_healthy_run(
+        GatewayBuilder::new()
+            .env("AIGW_LOGGING__LEVEL", "Critical")
+            .env("AIGW_AUTH__BYPASS_EXTERNAL", "true"),
+    )
+    .await;
+    assert!(lines.is_empty(), "{lines:#?}");
+}
+
+#[test]
+fn an_unknown_log_level_is_a_startup_error_naming_the_variable() {
+    for (env, arg, name) in [
+        (Some("warnig"), None, "AIGW_LOGGING__LEVEL"),
+        (Some("verbose"), None, "AIGW_LOGGING__LEVEL"),
+        (None, Some("loud"), "--log-level"),
+    ] {
+        let mut b = GatewayBuilder::new();
+        if let Some(v) = env {
+            b = b.env("AIGW_LOGGING__LEVEL", v);
+        }
+        if let Some(v) = arg {
+            b = b.arg("--log-level").arg(v);
+        }
+        let out = run(&mut b.command());
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(name), "{stderr}");
+        assert!(
+            stderr.contains("WARNING"),
+            "names what is accepted: {stderr}"
+        );
+    }
+}
+
+/// Text logs written to a pipe or a file carry no terminal colour codes.
+#[tokio::test]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let lines =
+        logs_of_a_healthy_run(GatewayBuilder::new().env("AIGW_LOGGING__FORMAT_JSON", "false"))
+            .await;
+    let all = lines.join("\n");
+    assert!(all.contains("listening"), "{all}");
+    assert!(!all.contains('\u{1b}'), "{all:?}");
+}
+
+/// Every kind of error gives the same exit status and the same report
+/// shape: `valid: false`, `errors` naming the problem, `notes`.
+#[test]
+fn check_config_reports_every_error_kind_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(GatewayBuilder, &str)> = vec![
+        (
+            GatewayBuilder::new().env("AIGW_FASTAPI__API_PORT", "abc"),
+            "AIGW_FASTAPI__API_PORT",
+        ),
+        (
+            GatewayBuilder::new().env("AIGW_CUSTOM_MODELS__ENABLED", "enabled"),
+            "yes/no",
+        ),
+        (
+            GatewayBuilder::new().env("REQUESTS_CA_BUNDLE", "/nonexistent/aigw/ca.pem"),
+            "/nonexistent/aigw/ca.pem",
+        ),
+        (
+            GatewayBuilder::new()
+                .unset("AIGW_SELF_SIGNED_JWT__SIGNING_KEY")
+                .env(
+                    "AIGW_SELF_SIGNED_JWT__SIGNING_KEY_FILE",
+                    dir.path().join("missing.pem").to_str().unwrap(),
+                ),
+            "missing.pem",
+        ),
+    ];
+    for (builder, needle) in cases {
+        let out = run(&mut builder.arg("check-config").command());
+        assert_eq!(out.status.code(), Some(1), "{needle}: {out:?}");
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{needle}: not JSON: {}", text(&out.stdout)));
+        assert_eq!(report["valid"], false, "{report:#}");
+        assert!(report["notes"].is_array(), "{report:#}");
+        let errors = report["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{report:#}");
+        assert!(errors[0].as_str().unwrap().contains(needle), "{report:#}");
+        assert!(text(&out.stderr).contains(needle));
+    }
+}
+
+/// `--dev` (before or after the subcommand) is what `serve --dev` does: no
+/// "no signing key" complaint, the development key named.
+#[test]
+fn check_config_respects_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [["--dev", "check-config"], ["check-config", "--dev"]] {
+        let mut b = GatewayBuilder::new()
+            .unset("AIGW_SELF_SIGNED_JWT__SIGNING_KEY")
+            .unset("DUO_WORKFLOW_SELF_SIGNED_JWT__SIGNING_KEY")
+            .dir(dir.path());
+        for a in args {
+            b = b.arg(a);
+        }
+        let out = run(&mut b.command());
+        assert!(out.status.success(), "{out:?}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            report["gateway_auth"]["signing_key"]
+                .as_str()
+                .unwrap()
+                .contains("tmp/aigw-dev.key"),
+            "{report:#}"
+        );
+        let notes = report["notes"].to_string();
+        assert!(!notes.contains("no signing key"), "{notes}");
+        assert!(notes.contains("development mode"), "{notes}");
+        assert!(
+            !dir.path().join("tmp/aigw-dev.key").exists(),
+            "check-config creates nothing"
+        );
+    }
+    // Without --dev: the keys are missing, as serving would find.
+    let out = run(&mut GatewayBuilder::new()
+        .unset("AIGW_SELF_SIGNED_JWT__SIGNING_KEY")
+        .arg("check-config")
+        .command());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("AI Gateway: no signing key configured"),
+        "{report:#}"
+    );
+}
+
+/// The trust store's `source` is the file actually read, not the rule.
+#[test]
+fn check_config_names_the_trust_store_file_used() {
+    let ca = TestCa::new();
+    let out = run(&mut GatewayBuilder::new()
+        .env("SSL_CERT_FILE", ca.ca_path().to_str().unwrap())
+        .arg("check-config")
+        .command());
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = report["ca_bundle"]["source"].as_str().unwrap();
+    assert!(source.contains(ca.ca_path().to_str().unwrap()), "{source}");
+    assert_eq!(report["ca_bundle"]["anchors"], 1);
+
+    let out = run(&mut GatewayBuilder::new().arg("check-config").command());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = report["ca_bundle"]["source"].as_str().unwrap();
+    let system = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    ]
+    .iter()
+    .any(|f| source.contains(f));
+    assert!(system || source == "compiled-in Mozilla roots", "{source}");
+    assert!(!source.contains("else"), "{source}");
+}
+
+#[test]
+fn keygen_dash_writes_the_key_to_stdout() {
+    let out = run(aigw_command().args(["keygen", "-"]));
+    assert!(out.status.success(), "{out:?}");
+    let pem = text(&out.stdout);
+    let key = RsaPrivateKey::from_pkcs8_pem(&pem).expect("PKCS#8 on stdout");
+    assert_eq!(key.size() * 8, 2048);
+    assert!(!std::path::Path::new("-").exists());
+}
+
+#[test]
+fn keygen_on_an_existing_file_says_how_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_file(dir.path(), "k.pem", "keep me");
+    let out = run(aigw_command().arg("keygen").arg(&path));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+}
+
+/// `aigw help keygen` shows keygen's own flags, not the serving ones; those
+/// are refused with keygen rather than silently ignored.
+#[test]
+fn keygen_help_shows_only_its_flags() {
+    for args in [vec!["help", "keygen"], vec!["keygen", "--help"]] {
+        let out = run(aigw_command().args(&args));
+        assert!(out.status.success(), "{out:?}");
+        let help = text(&out.stdout);
+        assert!(help.contains("--force") && help.contains("PATH"), "{help}");
+        for serving in ["--api-port", "--dev", "AIGW_", "--log-level"] {
+            assert!(!help.contains(serving), "{args:?} shows {serving}:\n{help}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(aigw_command()
+        .args(["--api-port", "1", "keygen"])
+        .arg(dir.path().join("k.pem")));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("serving flags"), "{out:?}");
+    assert!(!dir.path().join("k.pem").exists());
+}
+
+/// Errors are plain text when stderr is not a terminal.
+#[test]
+fn no_colour_codes_on_a_pipe() {
+    for args in [
+        vec!["--no-such-flag"],
+        vec!["keygen"],
+        vec!["check-config", "--api-port", "x"],
+    ] {
+        let out = run(aigw_command().args(&args));
+        assert!(!out.status.success());
+        assert!(
+            !text(&out.stderr).contains('\u{1b}'),
+            "{args:?}: {:?}",
+            text(&out.stderr)
+        );
+    }
 }

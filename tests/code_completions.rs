@@ -167,8 +167,12 @@ async fn schema_violations_are_422_with_a_detail_string() {
     b["model_provider"] = json!("vertex-ai");
     cases.push((b, "vertex-ai"));
     let mut b = rails_completion(&ep, "a", "b");
+    b["model_identifier"] = json!("sagemaker/endpoint-1");
+    cases.push((b, "sagemaker"));
+    // Bedrock is served, but this gateway has no AWS region configured.
+    let mut b = rails_completion(&ep, "a", "b");
     b["model_identifier"] = json!("bedrock/anthropic.claude");
-    cases.push((b, "bedrock"));
+    cases.push((b, "AWS_REGION"));
     let mut b = rails_completion(&ep, "a", "b");
     b["model_name"] = json!("codestral-2501");
     cases.push((b, "codestral-2501"));
@@ -183,7 +187,7 @@ async fn schema_violations_are_422_with_a_detail_string() {
         assert_eq!(resp.status(), 422, "{needle}");
         let text = resp.text().await.unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
-        let detail = v["detail"].as_str().unwrap();
+        let detail = error_message(422, &v);
         assert!(detail.contains(needle), "{detail}");
         assert!(!text.contains("sk-test-model-key"), "{text}");
     }
@@ -229,10 +233,7 @@ async fn custom_models_disabled_refuses_a_custom_endpoint() {
     assert_eq!(resp.status(), 422);
     let v: Value = resp.json().await.unwrap();
     assert!(
-        v["detail"]
-            .as_str()
-            .unwrap()
-            .contains("AIGW_CUSTOM_MODELS__ENABLED"),
+        error_message(422, &v).contains("AIGW_CUSTOM_MODELS__ENABLED"),
         "{v}"
     );
     assert!(mock.requests().await.is_empty());
@@ -518,4 +519,91 @@ async fn raw_post_declaring(gw: &Gateway, token: &str, length: usize) -> (u16, S
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// A 422 is FastAPI's list: `loc` is the field's path from `body`, `msg`
+/// names the field too (Rails shows only `detail[0].msg`).
+#[tokio::test]
+async fn a_422_names_the_field_in_fastapis_list_shape() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(&gitlab, &[]).await;
+    let ep = mock.endpoint();
+    let mut missing = rails_completion(&ep, "a", "b");
+    missing["current_file"]
+        .as_object_mut()
+        .unwrap()
+        .remove("file_name");
+    let mut wrong_type = rails_completion(&ep, "a", "b");
+    wrong_type["context"] = json!([{"type": "file", "name": "a.py", "content": 7}]);
+    let cases = [
+        (
+            missing,
+            json!(["body", "current_file", "file_name"]),
+            "missing",
+        ),
+        (
+            wrong_type,
+            json!(["body", "context", 0, "content"]),
+            "value_error",
+        ),
+        (
+            {
+                let mut b = rails_completion(&ep, "a", "b");
+                b["prompt_version"] = json!(9);
+                b
+            },
+            json!(["body", "prompt_version"]),
+            "value_error",
+        ),
+    ];
+    for (body, loc, kind) in cases {
+        let resp = post(&gw, &token, "/v2/code/completions", &body).await;
+        assert_eq!(resp.status(), 422);
+        let v: Value = resp.json().await.unwrap();
+        let items = v["detail"].as_array().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(items.len(), 1, "{v}");
+        assert_eq!(items[0]["loc"], loc, "{v}");
+        assert_eq!(items[0]["type"], kind, "{v}");
+        let msg = items[0]["msg"].as_str().unwrap();
+        let field = loc.as_array().unwrap().last().unwrap().to_string();
+        assert!(msg.contains(field.trim_matches('"')), "{msg}");
+    }
+    assert!(mock.requests().await.is_empty());
+}
+
+/// Lax types where upstream's pydantic models are lax (audit M8): a numeric
+/// string for an integer field such as `project_id`, a string boolean.
+#[tokio::test]
+async fn numeric_strings_and_string_booleans_are_accepted_as_pydantic_does() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(&gitlab, &[]).await;
+    let ep = mock.endpoint();
+    for (field, value) in [
+        ("project_id", json!("42")),
+        ("project_id", json!(" 42 ")),
+        ("project_id", json!(42.0)),
+        ("project_id", Value::Null),
+        ("prompt_version", json!("2")),
+        ("stream", json!("false")),
+    ] {
+        let mut body = rails_completion(&ep, "# MOCK_REPLY: ok\n", "");
+        body[field] = value.clone();
+        let resp = post(&gw, &token, "/v2/code/completions", &body).await;
+        assert_eq!(resp.status(), 200, "{field}: {value}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["choices"][0]["text"], "ok", "{field}: {value}");
+    }
+    // Not a number at all: still a 422 that names the field, not the value.
+    for value in [json!("forty-two"), json!("4.5"), json!([42])] {
+        let mut body = rails_completion(&ep, "a", "");
+        body["project_id"] = value.clone();
+        let resp = post(&gw, &token, "/v2/code/completions", &body).await;
+        assert_eq!(resp.status(), 422, "{value}");
+        let v: Value = resp.json().await.unwrap();
+        let msg = error_message(422, &v);
+        assert!(msg.starts_with("project_id: "), "{msg}");
+        assert!(!msg.contains("forty"), "{msg}");
+    }
 }

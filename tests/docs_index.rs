@@ -1110,6 +1110,17 @@ fn check_and_check_config_report_the_index() {
     assert!(ok, "{report}");
     assert_eq!(report["docs_search"]["exists"], false);
     assert_eq!(report["docs_search"]["pages"], Value::Null);
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with(&format!(
+                "documentation search: no index at {}",
+                db.display()
+            ))),
+        "{report}"
+    );
     let o = aigw(&["docs-index", "check", db.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -1136,6 +1147,10 @@ fn check_and_check_config_report_the_index() {
     assert!(ok, "{report}");
     assert_eq!(report["docs_search"]["exists"], true);
     assert_eq!(report["docs_search"]["pages"], n);
+    assert!(
+        !report["notes"].to_string().contains("documentation search"),
+        "{report}"
+    );
     let o = aigw_command()
         .env("AIGW_DOCS_SEARCH__DB_PATH", &db)
         .args(["docs-index", "check"])

@@ -289,7 +289,7 @@ async fn authorization_rules_and_bad_requests() {
         let resp = post(&gw, &token, &body, "18.6.0").await;
         assert_eq!(resp.status().as_u16(), status, "{needle}");
         let v: Value = resp.json().await.unwrap();
-        assert!(v["detail"].as_str().unwrap().contains(needle), "{v}");
+        assert!(error_message(status, &v).contains(needle), "{v}");
     }
     // Duo Core users keep classic chat when they address @GitLabDuo.
     let token = gitlab_key().rails_token(json!({ "scopes": ["duo_chat"] }));
@@ -302,4 +302,107 @@ async fn authorization_rules_and_bad_requests() {
     .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains(r#""text": "yes""#));
+}
+
+/// Requests the Rails audit (rails-conformance.md §3) found refused: a
+/// `user_rule` additional context (Rails' DUO_CHAT_CONTEXT_CATEGORIES has
+/// it) and `current_file.file_path: null` (react_executor's current_file).
+#[tokio::test]
+async fn user_rule_context_and_a_null_file_path_are_accepted() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = gitlab_key().rails_token(json!({"scopes": [
+        "duo_chat", "duo_classic_chat", "include_file_context", "include_user_rule_context"]}));
+    let body = json!({
+        "messages": [
+            {"role": "user", "content": "Refactor this. MOCK_REPLY: Final Answer: Done.",
+             "context": null,
+             "current_file": {"file_path": null, "data": "def f(): pass", "selected_code": true},
+             "additional_context": [
+                 {"category": "user_rule", "id": "team-rules.md", "content": "Always use type hints.", "metadata": {}},
+                 {"category": "file", "id": "a.py", "content": "A = 1", "metadata": null}],
+             "agent_scratchpad": null}
+        ],
+        "model_metadata": meta(&mock.endpoint()),
+        "unavailable_resources": ["Pipelines", "Vulnerabilities"]
+    });
+    let resp = post(&gw, &token, &body, "18.6.0").await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains(r#""text": "Done.""#), "{text}");
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let user = sent["messages"][1]["content"].as_str().unwrap().to_string();
+    assert!(
+        user.contains("Always use type hints.") && user.contains("def f(): pass"),
+        "{user}"
+    );
+    assert!(
+        !user.to_lowercase().contains(" none"),
+        "no null rendered: {user}"
+    );
+
+    // The unit primitive still applies to the new category.
+    let token = gitlab_key().rails_token(json!({"scopes": ["duo_chat", "duo_classic_chat"]}));
+    let resp = post(&gw, &token, &body, "18.6.0").await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["detail"],
+        "Unauthorized to access include_user_rule_context"
+    );
+    // An unknown category is still a 422 naming the accepted list.
+    let mut bad = body.clone();
+    bad["messages"][0]["additional_context"][0]["category"] = json!("telepathy");
+    let resp = post(&gw, &chat_token(), &bad, "18.6.0").await;
+    assert_eq!(resp.status(), 422);
+    let v: Value = resp.json().await.unwrap();
+    let msg = error_message(422, &v);
+    assert!(
+        msg.contains("telepathy") && msg.contains("user_rule"),
+        "{msg}"
+    );
+}
+
+/// A conversation longer than the model's context: the model server's 400
+/// reaches Duo Chat as an `error` event containing "prompt is too long",
+/// which Rails maps to its "/clear" hint (react_executor L119-146).
+#[tokio::test]
+async fn a_context_length_error_says_prompt_is_too_long() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let body = json!({
+        "messages": [{"role": "user", "content": "A very long history... MOCK_FAULT: context-length",
+                      "context": null, "current_file": null, "additional_context": []}],
+        "model_metadata": meta(&mock.endpoint()),
+    });
+    let resp = post(&gw, &chat_token(), &body, "18.6.0").await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{text}");
+    assert_eq!(events[0]["type"], "error");
+    let message = events[0]["data"]["message"].as_str().unwrap();
+    assert!(message.contains("prompt is too long"), "{message}");
+    assert_eq!(events[0]["data"]["retryable"], false);
+    assert!(!text.contains("sk-test-model-key"));
+
+    // Other model failures keep their own text (Rails' generic error).
+    let body = json!({
+        "messages": [{"role": "user", "content": "hi MOCK_FAULT: 500",
+                      "context": null, "current_file": null, "additional_context": []}],
+        "model_metadata": meta(&mock.endpoint()),
+    });
+    let text = post(&gw, &chat_token(), &body, "18.6.0")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#""type": "error""#) && !text.contains("prompt is too long"),
+        "{text}"
+    );
 }

@@ -28,7 +28,7 @@ async fn detail(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
-    (status, v["detail"].as_str().unwrap_or_default().to_string())
+    (status, error_message(status, &v))
 }
 
 /// The admin's "Test connection" call for a model at `endpoint` (Rails
@@ -387,4 +387,320 @@ fn an_invalid_override_stops_startup_naming_the_file() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chat/explain_code/base/1.0.0.toml"), "{err}");
+}
+
+/// What Rails' connection tester shows for a status other than 200 and 421:
+/// `body.dig("detail", 0, "msg")`, where a string `detail` raises and the
+/// admin gets a generic "Unknown error" instead.
+fn rails_connection_tester_message(body: &Value) -> Option<String> {
+    match &body["detail"] {
+        Value::Array(items) => items.first()?.get("msg")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Every refusal of "Test connection" reaches the admin as text: 400
+/// (unknown family, unsupported provider), 422 (field limits), 403 and 401
+/// in FastAPI's list shape; the 421 of a failing model stays a string.
+#[tokio::test]
+async fn test_connection_refusals_are_readable_by_rails() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, token) = gateway_with_models(&gitlab, &[]).await;
+    let path = "/v1/prompts/model_configuration%2Fcheck";
+    let check = |meta: Value| json!({"stream": false, "inputs": {}, "model_metadata": meta});
+    let mut long_name = meta(&mock.endpoint(), "llama3");
+    long_name["name"] = json!("x".repeat(256));
+    let cases = [
+        (
+            check(meta(&mock.endpoint(), "no-such-family")),
+            400,
+            "unknown model family 'no-such-family'",
+        ),
+        (
+            check(
+                json!({"provider": "bedrock", "name": "llama3", "endpoint": "",
+                         "api_key": "", "identifier": "bedrock/meta.llama3"}),
+            ),
+            400,
+            "set AWS_REGION",
+        ),
+        (check(long_name), 422, "model_metadata.name"),
+    ];
+    for (body, status, needle) in cases {
+        let resp = post(&gw, &token, path, &body).await;
+        assert_eq!(resp.status().as_u16(), status, "{needle}");
+        let v: Value = resp.json().await.unwrap();
+        let shown = rails_connection_tester_message(&v).unwrap_or_else(|| panic!("{v}"));
+        assert!(shown.contains(needle), "{shown}");
+        if status == 422 {
+            assert_eq!(
+                v["detail"][0]["loc"],
+                json!(["body", "model_metadata", "name"])
+            );
+        }
+    }
+    // A token without the unit primitive: 403, readable.
+    let resp = post(
+        &gw,
+        &token_with(&["duo_chat"]),
+        path,
+        &check(meta(&mock.endpoint(), "llama3")),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        rails_connection_tester_message(&v)
+            .unwrap()
+            .contains("Unauthorized")
+    );
+    // No token at all: 401, readable, and still GitLab's `error` field.
+    let resp = client()
+        .post(gw.http_url(path))
+        .json(&check(meta(&mock.endpoint(), "llama3")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "No authorization header presented");
+    assert_eq!(v["detail"][0]["loc"], json!(["header", "authorization"]));
+    assert_eq!(
+        rails_connection_tester_message(&v).as_deref(),
+        Some("No authorization header presented")
+    );
+    // Other routes keep GitLab's plain 401 body.
+    let resp = client()
+        .post(gw.http_url("/v1/prompts/chat/explain_code"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"error": "No authorization header presented"})
+    );
+    assert!(mock.requests().await.is_empty());
+}
+
+/// `measure_comment_temperature` as Rails sends it (inputs {content}); the
+/// UI parses the answer as JSON {"rating", "issues"}: a fenced answer is cut
+/// to the object.
+#[tokio::test]
+async fn measure_comment_temperature_answers_the_json_the_ui_parses() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["measure_comment_temperature"]);
+    let comment = "THIS IS WRONG, did you even test it? MOCK_REPLY: Here is my rating:\\n```json\\n{\"rating\": 2, \"issues\": [\"All capitals read as shouting.\"]}\\n```";
+    let body = json!({"inputs": {"content": comment}, "prompt_version": "^1.0.0",
+                      "model_metadata": meta(&mock.endpoint(), "llama3")});
+    let resp = post(
+        &gw,
+        &token,
+        "/v1/prompts/measure_comment_temperature",
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let content = resp.json::<Value>().await.unwrap();
+    let parsed: Value = serde_json::from_str(content.as_str().unwrap()).unwrap();
+    assert_eq!(parsed["rating"], 2);
+    assert_eq!(parsed["issues"][0], "All capitals read as shouting.");
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("\"rating\"") && system.contains("\"issues\""),
+        "{system}"
+    );
+    assert!(
+        sent["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("THIS IS WRONG")
+    );
+    // Its own unit primitive.
+    let (status, _) = detail(
+        post(
+            &gw,
+            &token_with(&["duo_chat"]),
+            "/v1/prompts/measure_comment_temperature",
+            &body,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+/// `classify_code_review_mention_intent` (inputs {message}, unit primitive
+/// duo_agent_platform): Rails compares the stripped answer with its intent
+/// names, so a wordy answer is cut to the name it gives.
+#[tokio::test]
+async fn classify_code_review_mention_intent_answers_an_intent_name() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["duo_agent_platform"]);
+    for (reply, want) in [
+        ("code_review_request", "code_review_request"),
+        ("The intent is: `write_actions`.", "write_actions"),
+        ("assistant_flow\\n", "assistant_flow"),
+        ("no idea", "no idea"),
+    ] {
+        let body = json!({"inputs": {"message": format!("can you review this? MOCK_REPLY: {reply}")},
+                          "prompt_version": "^1.0.0",
+                          "model_metadata": meta(&mock.endpoint(), "mistral")});
+        let resp = post(
+            &gw,
+            &token,
+            "/v1/prompts/classify_code_review_mention_intent",
+            &body,
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap(), json!(want), "{reply}");
+    }
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    for intent in ["code_review_request", "write_actions", "assistant_flow"] {
+        assert!(system.contains(intent), "{system}");
+    }
+}
+
+/// Duo Chat's documentation tool as Rails calls it (stream, content_id
+/// "ATTRS", documents with ids): each excerpt is shown to the model with its
+/// CNT-IDX-<id> reference and the model is told to list the ones it used
+/// under "ATTRS:", which is where Rails reads the source link from.
+#[tokio::test]
+async fn documentation_answers_carry_the_sources_block_rails_extracts() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["documentation_search"]);
+    let body = json!({
+        "stream": true,
+        "inputs": {
+            "question": "How do I rebase? MOCK_REPLY: Use git rebase.\\n\\nATTRS:\\nCNT-IDX-4711",
+            "content_id": "ATTRS",
+            "documents": [
+                {"id": 4711, "content": "To rebase, run git rebase main.", "metadata": {"source_url": "https://docs.gitlab.com/topics/git/git_rebase/"}},
+                {"id": 815, "content": "Merge trains", "metadata": {}}
+            ]
+        },
+        "prompt_version": "^1.0.0",
+        "model_metadata": meta(&mock.endpoint(), "mistral"),
+    });
+    let resp = post(&gw, &token, "/v1/prompts/chat/documentation_search", &body).await;
+    assert_eq!(resp.status(), 200);
+    let answer = resp.text().await.unwrap();
+    // Rails' TanukiBot response modifier: split at "ATTRS:", first CNT-IDX-(\d+).
+    let (message, sources) = answer.split_once("ATTRS:").expect("a sources block");
+    assert_eq!(message.trim(), "Use git rebase.");
+    let id: String = sources
+        .split("CNT-IDX-")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(id, "4711");
+
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    let user = sent["messages"][1]["content"].as_str().unwrap();
+    assert!(system.contains("\"ATTRS:\""), "{system}");
+    assert!(
+        user.contains("CNT-IDX-4711") && user.contains("CNT-IDX-815"),
+        "{user}"
+    );
+    assert!(user.contains("To rebase, run git rebase main."), "{user}");
+
+    // An older Rails without content_id: the same marker.
+    let mut old = body.clone();
+    old["inputs"].as_object_mut().unwrap().remove("content_id");
+    let resp = post(&gw, &token, "/v1/prompts/chat/documentation_search", &old).await;
+    assert_eq!(resp.status(), 200);
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    assert!(
+        sent["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"ATTRS:\"")
+    );
+}
+
+/// `categorize_question` (inputs {question, previous_answer}): Rails parses
+/// the whole answer as JSON and keeps a category only when it is one of its
+/// list. The answer is cut to the object; the prompt lists Rails' values.
+#[tokio::test]
+async fn categorize_question_answers_rails_categories_as_json() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let mock = MockModel::start(&[]);
+    let (gw, _) = gateway_with_models(&gitlab, &[]).await;
+    let token = token_with(&["duo_chat"]);
+    let question = "What does this do? MOCK_REPLY: Sure!\\n{\"category\": \"Write, improve, or explain code\", \"detailed_category\": \"Explain this code\", \"labels\": [\"contains_code\"], \"language\": \"en\"}\\nHope that helps.";
+    let body = json!({"inputs": {"question": question, "previous_answer": null},
+                      "prompt_version": "^1.0.0",
+                      "model_metadata": meta(&mock.endpoint(), "mistral")});
+    let resp = post(&gw, &token, "/v1/prompts/categorize_question", &body).await;
+    assert_eq!(resp.status(), 200);
+    let content = resp.json::<Value>().await.unwrap();
+    let parsed: Value = serde_json::from_str(content.as_str().unwrap()).unwrap();
+    assert_eq!(parsed["category"], "Write, improve, or explain code");
+    assert_eq!(parsed["detailed_category"], "Explain this code");
+    let sent = mock.requests().await.last().unwrap()["body"].clone();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    for value in [
+        "Documentation about GitLab:",
+        "- Documentation question about GitLab CI/CD and other GitLab verify features",
+        "Write, improve, or explain code:",
+        "- Why is this code not producing the expected output?",
+        "- User asks a question that does not fit in any of the other categories.",
+    ] {
+        assert!(system.contains(value), "{value}");
+    }
+    assert!(
+        !system.contains("a short phrase"),
+        "no free-text detailed_category"
+    );
+}
+
+/// The 3 + 9 + 27 s retries stay inside the caller's budget: with
+/// `AIGW_PROMPTS__RETRY_DEADLINE`, no retry starts whose wait would end past
+/// it, and the failure is answered (421) instead of outliving Rails' wait.
+#[tokio::test]
+async fn prompt_retries_stop_at_the_retry_deadline() {
+    let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
+    let token = token_with(&["explain_code"]);
+    for (deadline, attempts) in [("2", 1), ("5", 2), ("0", 1)] {
+        let (gw, _) =
+            gateway_with_models(&gitlab, &[("AIGW_PROMPTS__RETRY_DEADLINE", deadline)]).await;
+        let failing = MockModel::start(&["--fault", "500"]);
+        let body = json!({"inputs": explain_inputs("x"), "stream": false,
+                          "model_metadata": meta(&failing.endpoint(), "mistral")});
+        let (status, d) =
+            detail(post(&gw, &token, "/v2/prompts/chat/explain_code", &body).await).await;
+        assert_eq!((status, d.as_str()), (421, "500: Internal Server Error"));
+        assert_eq!(
+            failing.requests().await.len(),
+            attempts,
+            "deadline {deadline} s: 3 s first wait, 9 s second"
+        );
+        assert!(
+            gw.logs()
+                .contains("not retried: the next attempt would start after the retry deadline"),
+            "{}",
+            gw.logs()
+        );
+    }
+    // A bad value names the variable.
+    let out = GatewayBuilder::new()
+        .env("AIGW_PROMPTS__RETRY_DEADLINE", "forever")
+        .command()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AIGW_PROMPTS__RETRY_DEADLINE"));
 }

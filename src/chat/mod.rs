@@ -4,6 +4,7 @@
 //! NDJSON events Rails consumes. Tools run in Rails; the gateway only decides
 //! which ones to offer and reports the model's choice.
 
+pub mod context;
 pub mod ndjson;
 pub mod react;
 pub mod tools;

@@ -27,6 +27,7 @@ use super::{
 use crate::{
     auth::Caller,
     chat::{
+        context,
         ndjson::{Py, event},
         react::{Outcome, ReactParser},
         tools,
@@ -40,19 +41,6 @@ const DEFAULT_UNAVAILABLE: &str = "Merge Requests, Pipelines, Vulnerabilities";
 /// Appended to the answer when the model's guardrail cut it (our wording).
 const GUARDRAIL_WARNING: &str =
     "\n\nThis response was stopped by the model's content safety filter.";
-const ADDITIONAL_CONTEXT_CATEGORIES: &[&str] = &[
-    "file",
-    "snippet",
-    "merge_request",
-    "issue",
-    "dependency",
-    "local_git",
-    "terminal",
-    "repository",
-    "directory",
-    "os_information",
-    "agent_user_environment",
-];
 
 #[derive(Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]
@@ -64,9 +52,11 @@ enum ChatRole {
 
 #[derive(Deserialize, Serialize)]
 struct CurrentFile {
-    file_path: String,
-    data: String,
+    /// Rails sends `null` for a file without a path (an unsaved buffer).
     #[serde(default)]
+    file_path: Option<String>,
+    data: String,
+    #[serde(default, deserialize_with = "super::lax::bool")]
     selected_code: bool,
 }
 
@@ -178,14 +168,14 @@ fn check_additional_context(caller: &Caller, messages: &[AgentMessage]) -> Resul
         .iter()
         .flat_map(|m| m.additional_context.iter().flatten())
     {
-        if !ADDITIONAL_CONTEXT_CATEGORIES.contains(&item.category.as_str()) {
+        if !context::is_known(&item.category) {
             return Err(ApiError::Validation(format!(
                 "additional_context.category: '{}' is not one of {}",
                 item.category.chars().take(100).collect::<String>(),
-                ADDITIONAL_CONTEXT_CATEGORIES.join(", ")
+                context::CATEGORIES.join(", ")
             )));
         }
-        let up = format!("include_{}_context", item.category);
+        let up = context::unit_primitive(&item.category);
         if !caller.can(&up, None) {
             return Err(ApiError::Denied(format!("Unauthorized to access {up}")));
         }
@@ -426,10 +416,16 @@ impl Turn {
         }
     }
 
-    /// A model error ends the stream after one `error` line.
+    /// A model error ends the stream after one `error` line. A prompt longer
+    /// than the model's context says "prompt is too long", the words Rails
+    /// turns into its "start a new conversation with /clear" hint.
     fn fail(&mut self, e: &ModelError) {
         tracing::warn!(error = %e, "Duo Chat model call failed");
-        let message = e.to_string();
+        let message = if e.is_context_length_exceeded() {
+            format!("prompt is too long for the model's context window: {e}")
+        } else {
+            e.to_string()
+        };
         let retryable =
             message.contains("overloaded_error") || message.contains("AnthropicError - Overloaded");
         self.pending.push_back(error_line(&message, retryable));

@@ -62,9 +62,11 @@ struct ContextItem {
 
 #[derive(Deserialize)]
 pub struct CompletionsRequest {
+    #[serde(deserialize_with = "super::lax::int")]
     prompt_version: i64,
     project_path: Option<String>,
     #[allow(dead_code)]
+    #[serde(default, deserialize_with = "super::lax::opt_int")]
     project_id: Option<i64>,
     current_file: CurrentFile,
     model_provider: Option<String>,
@@ -72,6 +74,7 @@ pub struct CompletionsRequest {
     model_api_key: Option<String>,
     model_identifier: Option<String>,
     model_name: Option<String>,
+    #[serde(default, deserialize_with = "super::lax::opt_bool")]
     stream: Option<bool>,
     #[serde(default)]
     context: Option<Vec<ContextItem>>,

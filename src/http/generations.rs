@@ -51,9 +51,11 @@ struct CurrentFile {
 
 #[derive(Deserialize)]
 struct GenerationsRequest {
+    #[serde(deserialize_with = "super::lax::int")]
     prompt_version: i64,
     project_path: Option<String>,
     #[allow(dead_code)]
+    #[serde(default, deserialize_with = "super::lax::opt_int")]
     project_id: Option<i64>,
     current_file: CurrentFile,
     model_provider: Option<String>,
@@ -61,6 +63,7 @@ struct GenerationsRequest {
     model_api_key: Option<String>,
     model_identifier: Option<String>,
     model_name: Option<String>,
+    #[serde(default, deserialize_with = "super::lax::opt_bool")]
     stream: Option<bool>,
     prompt: Option<Value>,
     prompt_id: Option<String>,

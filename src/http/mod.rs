@@ -12,6 +12,7 @@ mod definitions;
 mod docs;
 mod error;
 mod generations;
+mod lax;
 mod monitoring;
 mod prompts;
 mod search;
@@ -165,13 +166,20 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
         }
         Err(e) => {
             tracing::info!(path = %path, reason = %e, "request not authenticated");
+            if prompts::is_connection_check_path(path) {
+                // The admin's "Test connection" shows only `detail[0].msg`.
+                return ApiError::ConnectionCheck(Box::new(ApiError::Unauthorized(e)))
+                    .into_response();
+            }
             ApiError::Unauthorized(e).into_response()
         }
     }
 }
 
-/// Parses a JSON body; every failure is a 422 `{"detail": ...}` (or 413).
-/// Quoted values are cut from parser messages: they could carry an API key.
+/// Parses a JSON body; every failure is a 422 (or 413) whose message starts
+/// with the field's path (`current_file.file_name: Validation error: ...`),
+/// which `error` turns into FastAPI's `loc`. Quoted values are cut from
+/// parser messages: they could carry an API key.
 pub fn parse_json<T: serde::de::DeserializeOwned>(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<T, ApiError> {
@@ -182,10 +190,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
             ApiError::Validation("could not read the request body".into())
         }
     })?;
-    serde_json::from_slice(&body).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
         let mut msg = String::new();
         let mut quoted = false;
-        for ch in e.to_string().chars() {
+        for ch in inner.to_string().chars() {
             if ch == '"' {
                 if !quoted {
                     msg.push_str("\"...\"");
@@ -195,8 +205,30 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
                 msg.push(ch);
             }
         }
-        ApiError::Validation(format!("Validation error: {msg}"))
-    })
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::Validation(format!("Invalid JSON: {msg}"));
+        }
+        let mut path = e.path().to_string();
+        // `missing field `x`` is reported at the parent: name the field itself.
+        if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            path = if path == "." {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+        }
+        if path == "." {
+            ApiError::Validation(format!("Validation error: {msg}"))
+        } else {
+            ApiError::Validation(format!("{path}: Validation error: {msg}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::Validation(format!("Invalid JSON: {e}")))?;
+    Ok(value)
 }
 
 /// A usable incoming request id, or a fresh one.
@@ -262,4 +294,47 @@ async fn observe(State(state): State<HttpState>, req: Request, next: Next) -> Re
         "{method} {path} {status}"
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Item {
+        content: String,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        context: Option<Vec<Item>>,
+    }
+
+    fn err(body: &str) -> String {
+        parse_json::<Body>(Ok(axum::body::Bytes::from(body.to_string())))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn json_errors_start_with_the_field_path_and_hide_values() {
+        assert_eq!(
+            err(r#"{"context": []}"#),
+            "name: Validation error: missing field `name` at line 1 column 15"
+        );
+        let e = err(r#"{"name": "n", "context": [{"content": 1}]}"#);
+        assert!(
+            e.starts_with("context[0].content: Validation error: invalid type"),
+            "{e}"
+        );
+        let e = err(r#"{"name": 7}"#);
+        assert!(e.starts_with("name: "), "{e}");
+        let e = err(r#"{"name": "sk-secret", "context": [{"content": "a", "x": 1}], }"#);
+        assert!(e.starts_with("Invalid JSON"), "{e}");
+        assert!(!e.contains("sk-secret"), "{e}");
+        assert!(err(r#"{"name": "n"} trailing"#).starts_with("Invalid JSON"));
+    }
 }

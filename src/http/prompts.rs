@@ -75,7 +75,7 @@ struct PromptRequest {
     inputs: Map<String, Value>,
     #[serde(default)]
     prompt_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lax::opt_bool")]
     stream: Option<bool>,
     #[serde(default)]
     model_metadata: Option<WireModelMetadata>,
@@ -155,10 +155,39 @@ pub(super) fn usage_json(target: &ModelTarget, usage: &Usage) -> Value {
     }})
 }
 
+/// True for the raw request path of the admin's "Test connection" call
+/// (before routing, so percent-encoded as Rails sends it, or not).
+pub(super) fn is_connection_check_path(path: &str) -> bool {
+    ["/v1/prompts/", "/v2/prompts/"].iter().any(|prefix| {
+        path.strip_prefix(prefix).is_some_and(|id| {
+            id == CONNECTION_CHECK || id.eq_ignore_ascii_case("model_configuration%2Fcheck")
+        })
+    })
+}
+
 async fn invoke(
+    state: State<HttpState>,
+    caller: Extension<Caller>,
+    Path(prompt_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+    api: Api,
+) -> Result<Response, ApiError> {
+    let check = prompt_id == CONNECTION_CHECK;
+    invoke_prompt(state, caller, prompt_id, body, api)
+        .await
+        .map_err(|e| {
+            if check {
+                ApiError::ConnectionCheck(Box::new(e))
+            } else {
+                e
+            }
+        })
+}
+
+async fn invoke_prompt(
     State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
-    Path(prompt_id): Path<String>,
+    prompt_id: String,
     body: Result<Bytes, BytesRejection>,
     api: Api,
 ) -> Result<Response, ApiError> {
@@ -240,10 +269,11 @@ async fn invoke(
         .chat_retrying(&target, &request, feature, waits)
         .await
         .map_err(ApiError::ModelFailed)?;
+    let text = crate::prompts::finish_answer(&def, completion.text);
     Ok(match api {
-        Api::V1 => Json(Value::String(completion.text)).into_response(),
+        Api::V1 => Json(Value::String(text)).into_response(),
         Api::V2 => {
-            let mut body = json!({ "content": completion.text });
+            let mut body = json!({ "content": text });
             if let Some(u) = completion.usage {
                 body["usage"] = usage_json(&target, &u);
             }

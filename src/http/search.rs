@@ -25,7 +25,7 @@ struct SearchMetadata {
 #[derive(Deserialize)]
 struct SearchPayload {
     query: String,
-    #[serde(default = "default_page_size")]
+    #[serde(default = "default_page_size", deserialize_with = "super::lax::int")]
     page_size: i64,
 }
 

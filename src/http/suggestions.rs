@@ -96,7 +96,7 @@ struct EditorPayload {
     content_below_cursor: String,
     language_identifier: Option<String>,
     model_provider: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lax::opt_bool")]
     stream: Option<bool>,
     /// A string for generations; a string or messages (ignored) for completions.
     prompt: Option<Value>,

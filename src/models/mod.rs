@@ -3,13 +3,24 @@
 //!
 //! Features (code suggestions, chat, prompts) build a [`ChatRequest`] and hand
 //! it, with a resolved [`ModelTarget`], to a [`ModelProvider`]. Wire formats of
-//! model servers stay inside the provider implementations (`openai`). Nothing
+//! model servers stay inside the provider implementations, one file per
+//! platform (`openai`, `azure`, `anthropic`, `bedrock`, `vertex`), behind
+//! `platforms`, which picks one per target. Credentials for the cloud
+//! platforms are found and cached by `aws_auth` and `google_auth`. Nothing
 //! here knows about HTTP routes or GitLab's request shapes.
 
+pub mod anthropic;
+pub mod aws_auth;
+pub mod azure;
+pub mod bedrock;
 pub mod catalog;
+pub mod client;
+pub mod google_auth;
 pub mod openai;
+pub mod platforms;
 pub mod service;
 pub mod target;
+pub mod vertex;
 
 use std::{pin::Pin, time::Duration};
 
@@ -175,6 +186,13 @@ pub enum ModelError {
     InvalidResponse { endpoint: String, message: String },
     #[error("the model stream from {endpoint} broke off: {message}")]
     StreamBroken { endpoint: String, message: String },
+    /// The gateway has no usable credentials for a cloud platform. The
+    /// message names the variables and files looked at, never a value.
+    #[error("{platform} credentials: {message}")]
+    Credentials {
+        platform: &'static str,
+        message: String,
+    },
 }
 
 impl ModelError {
@@ -192,6 +210,37 @@ impl ModelError {
         )
     }
 
+    /// The model refused the prompt as longer than its context window. Model
+    /// servers say so in their own words (OpenAI and vLLM: "maximum context
+    /// length", code `context_length_exceeded`; llama.cpp: "exceeds the
+    /// available context size"; TGI: "must be <= ..." tokens; LiteLLM:
+    /// `ContextWindowExceededError`; Anthropic: "prompt is too long"), always
+    /// as a client error.
+    pub fn is_context_length_exceeded(&self) -> bool {
+        const PHRASES: &[&str] = &[
+            "context length",
+            "context_length",
+            "context window",
+            "contextwindowexceeded",
+            "context size",
+            "prompt is too long",
+            "prompt too long",
+            "input is too long",
+            "too many tokens",
+            "max_new_tokens` must be <=",
+        ];
+        let ModelError::Status {
+            status: 400 | 413 | 422,
+            message,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let m = message.to_ascii_lowercase();
+        PHRASES.iter().any(|p| m.contains(p))
+    }
+
     /// A short label for metrics (`error_type`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -205,6 +254,7 @@ impl ModelError {
             ModelError::Status { status: 503, .. } => "service_unavailable",
             ModelError::Status { .. } => "other",
             ModelError::InvalidResponse { .. } | ModelError::StreamBroken { .. } => "other",
+            ModelError::Credentials { .. } => "permission_error",
         }
     }
 }
@@ -232,4 +282,45 @@ pub trait ModelProvider: Send + Sync {
         target: &ModelTarget,
         request: &TextRequest,
     ) -> Result<Completion, ModelError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> ModelError {
+        ModelError::Status {
+            endpoint: "m:1".into(),
+            status: code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn context_length_errors_in_each_servers_words() {
+        for (code, text) in [
+            (
+                400,
+                "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens",
+            ),
+            (
+                400,
+                "the request exceeds the available context size, try increasing it",
+            ),
+            (
+                422,
+                "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 5000",
+            ),
+            (
+                400,
+                "litellm.ContextWindowExceededError: litellm.BadRequestError: ...",
+            ),
+            (400, "prompt is too long: 210000 tokens > 200000 maximum"),
+        ] {
+            assert!(status(code, text).is_context_length_exceeded(), "{text}");
+        }
+        assert!(!status(400, "model not found").is_context_length_exceeded());
+        assert!(!status(500, "maximum context length").is_context_length_exceeded());
+    }
 }

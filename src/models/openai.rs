@@ -2,15 +2,13 @@
 //! llama.cpp server...): `POST {api_base}/chat/completions` and
 //! `POST {api_base}/completions`, plain or streamed as server-sent events.
 //!
-//! One pooled HTTP/1.1 + HTTP/2 client over the process trust store (and an
-//! optional client certificate) serves every target. Connection failures are
+//! The shared model HTTP client ([`super::client`]) serves every target. Connection failures are
 //! retried a little; nothing else is, because a model call is not idempotent
 //! in cost. Every wait is bounded by the request's timeout. Dropping a stream
 //! drops the upstream connection, which cancels the generation.
 
-use std::{borrow::Cow, collections::BTreeMap, pin::Pin, sync::Arc, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, pin::Pin, time::Duration};
 
-use arc_swap::ArcSwap;
 use eventsource_stream::Eventsource;
 use futures_util::{StreamExt, stream};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -19,66 +17,22 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ChatRequest, Completion, EventStream, Message, ModelError, ModelProvider, Role, StreamEvent,
-    TextRequest, ToolCall, Usage,
-    target::{Api, ModelTarget},
+    TextRequest, ToolCall, Usage, azure,
+    client::{self, SharedClient},
+    target::{Api, ModelTarget, Platform},
 };
-use crate::trust::TrustStore;
 
-/// Connect attempts for one call (first try + retries), connection errors only.
-const CONNECT_ATTEMPTS: u32 = 3;
-/// Largest non-streamed response body accepted.
-const MAX_BODY: usize = 16 * 1024 * 1024;
-/// Largest error body read for a message.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-
-/// Optional client certificate for model endpoints (`AIGW_MTLS__*`).
-#[derive(Clone, Debug)]
-pub struct ClientCert {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-}
-
-/// Builds the pooled client used for every model call.
-pub fn http_client(
-    trust: &TrustStore,
-    cert: Option<&ClientCert>,
-) -> Result<reqwest::Client, String> {
-    crate::tls::install_crypto_provider();
-    let certs = trust
-        .certificates()
-        .iter()
-        .filter_map(|c| reqwest::Certificate::from_der(c.as_ref()).ok());
-    let mut builder = reqwest::Client::builder()
-        .tls_certs_only(certs)
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("aigw/", env!("CARGO_PKG_VERSION")));
-    if let Some(c) = cert {
-        let mut pem = c.cert_pem.clone();
-        pem.push(b'\n');
-        pem.extend_from_slice(&c.key_pem);
-        let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| format!("AIGW_MTLS__CERT_FILE/AIGW_MTLS__KEY_FILE: {e}"))?;
-        builder = builder.identity(identity);
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot build the model HTTP client: {e}"))
-}
-
-/// The OpenAI-compatible provider.
+/// The OpenAI-compatible provider (and Azure OpenAI, which differs only in
+/// its URL and key header: [`super::azure`]).
 pub struct OpenAiCompatible {
-    client: ArcSwap<reqwest::Client>,
+    client: SharedClient,
     extra_headers: HeaderMap,
 }
 
 impl OpenAiCompatible {
     /// `extra_headers`: `AIGW_CUSTOM_MODELS__EXTRA_HEADERS`, sent on every call.
     pub fn new(
-        client: reqwest::Client,
+        client: SharedClient,
         extra_headers: &BTreeMap<String, String>,
     ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
@@ -92,14 +46,9 @@ impl OpenAiCompatible {
             headers.insert(name, value);
         }
         Ok(Self {
-            client: ArcSwap::from_pointee(client),
+            client,
             extra_headers: headers,
         })
-    }
-
-    /// Replaces the HTTP client (new trust store after SIGHUP).
-    pub fn set_client(&self, client: reqwest::Client) {
-        self.client.store(Arc::new(client));
     }
 
     /// POSTs `body`, retrying connection failures; non-2xx becomes `ModelError::Status`.
@@ -110,111 +59,40 @@ impl OpenAiCompatible {
         body: &Value,
         timeout: Duration,
     ) -> Result<reqwest::Response, ModelError> {
+        let azure = matches!(target.platform, Platform::Azure { .. });
         // Built from the already parsed base: no second parse (and IDNA pass) per call.
-        let mut url = target.api_base.clone();
-        let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
-        url.set_path(&joined);
-        let endpoint = target.endpoint_host();
-        let client = self.client.load_full();
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let mut request = client.post(url.clone());
-            if !self.extra_headers.is_empty() {
-                request = request.headers(self.extra_headers.clone());
-            }
-            let request = request
-                .bearer_auth(target.api_key.expose())
-                .json(body)
-                .send();
-            match tokio::time::timeout(timeout, request).await {
-                Err(_) => {
-                    return Err(ModelError::Timeout {
-                        endpoint,
-                        seconds: timeout.as_secs_f64(),
-                    });
-                }
-                Ok(Ok(resp)) => break resp,
-                Ok(Err(e)) if e.is_connect() && attempt < CONNECT_ATTEMPTS => {
-                    tracing::debug!(endpoint = %endpoint, attempt, "model endpoint connect failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * 3u64.pow(attempt - 1))).await;
-                }
-                Ok(Err(e)) if e.is_timeout() => {
-                    return Err(ModelError::Timeout {
-                        endpoint,
-                        seconds: timeout.as_secs_f64(),
-                    });
-                }
-                Ok(Err(e)) => {
-                    return Err(ModelError::Connect {
-                        endpoint,
-                        message: crate::telemetry::error_chain(&e),
-                    });
-                }
-            }
+        let url = if azure {
+            azure::url(target, path)
+        } else {
+            let mut url = target.api_base.clone();
+            let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+            url.set_path(&joined);
+            url
         };
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let retry_after = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = read_limited(resp, MAX_ERROR_BODY, timeout)
-            .await
-            .unwrap_or_default();
-        Err(ModelError::Status {
-            endpoint,
-            status: status.as_u16(),
-            message: error_message(&body),
-            retry_after,
-        })
-    }
-}
-
-async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        match tokio::time::timeout(timeout, resp.chunk()).await {
-            Err(_) => return Err("timed out reading the body".into()),
-            Ok(Err(e)) => return Err(crate::telemetry::error_chain(&e)),
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(format!("body larger than {limit} bytes"));
+        let endpoint = target.endpoint_host();
+        let http = self.client.get();
+        let result = client::send(
+            || {
+                let mut request = http.post(url.clone());
+                if !self.extra_headers.is_empty() {
+                    request = request.headers(self.extra_headers.clone());
                 }
-                body.extend_from_slice(&chunk);
-            }
+                if azure {
+                    request = azure::authorize(request, target);
+                } else {
+                    request = request.bearer_auth(target.api_key.expose());
+                }
+                request.json(body)
+            },
+            &endpoint,
+            timeout,
+        )
+        .await;
+        if azure {
+            result.map_err(|e| azure::explain(e, target))
+        } else {
+            result
         }
-    }
-}
-
-/// The most useful short text of an error body (OpenAI JSON, else plain text).
-fn error_message(body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        for ptr in ["/error/message", "/message", "/detail", "/error"] {
-            if let Some(s) = v.pointer(ptr).and_then(Value::as_str) {
-                return truncate(s, 300);
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    if text.trim_start().starts_with('<') {
-        return "non-JSON (HTML) error page".to_string();
-    }
-    truncate(text.trim(), 300)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
     }
 }
 
@@ -594,7 +472,7 @@ impl ModelProvider for OpenAiCompatible {
         target: &ModelTarget,
         req: &ChatRequest,
     ) -> Result<Completion, ModelError> {
-        if target.api == Api::Text {
+        if target.api() == Api::Text {
             return self
                 .text(
                     target,
@@ -644,7 +522,7 @@ impl ModelProvider for OpenAiCompatible {
         target: &ModelTarget,
         req: &ChatRequest,
     ) -> Result<EventStream, ModelError> {
-        let (path, body) = match target.api {
+        let (path, body) = match target.api() {
             Api::Chat => ("chat/completions", chat_body(target, req, true)),
             Api::Text => {
                 let mut body = Map::new();
@@ -728,10 +606,7 @@ async fn parse_body(
     resp: reqwest::Response,
     timeout: Duration,
 ) -> Result<Value, ModelError> {
-    let body = read_limited(resp, MAX_BODY, timeout)
-        .await
-        .map_err(|m| invalid(target, &m))?;
-    serde_json::from_slice(&body).map_err(|e| invalid(target, &format!("invalid JSON: {e}")))
+    client::json_body(&target.endpoint_host(), resp, timeout).await
 }
 
 #[cfg(test)]
@@ -767,6 +642,7 @@ mod tests {
 
     #[test]
     fn error_messages_are_short_and_never_html() {
+        use super::client::error_message;
         assert_eq!(
             error_message(br#"{"error":{"message":"model not found"}}"#),
             "model not found"

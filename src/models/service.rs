@@ -34,8 +34,13 @@ pub struct ModelService {
 #[derive(Clone, Debug)]
 pub struct ModelSettings {
     pub custom_models_enabled: bool,
+    /// Cloud platforms' regions, locations, endpoints and fallback keys.
+    pub cloud: crate::config::CloudConfig,
     pub disable_streaming: bool,
     pub suggestions_timeout: Duration,
+    /// How long after its first attempt a retried call may still start
+    /// another (`AIGW_PROMPTS__RETRY_DEADLINE`).
+    pub retry_deadline: Duration,
 }
 
 impl ModelService {
@@ -58,7 +63,13 @@ impl ModelService {
 
     /// Resolves the request's model fields under the custom-models gate.
     pub fn resolve(&self, meta: &ModelMetadata) -> Result<ModelTarget, TargetError> {
-        target::resolve(meta, self.settings.custom_models_enabled)
+        target::resolve(
+            meta,
+            target::ResolveSettings {
+                custom_models_enabled: self.settings.custom_models_enabled,
+                cloud: &self.settings.cloud,
+            },
+        )
     }
 
     fn labels(target: &ModelTarget, feature: Feature, streaming: bool) -> ModelCallLabels {
@@ -73,10 +84,13 @@ impl ModelService {
     }
 
     /// [`chat`](Self::chat), tried again after each of `waits` while the
-    /// failure is transient ([`ModelError::is_transient`]). A connection
-    /// failure arrives here after the provider's own quick connect retries;
-    /// these waits are the slower, per-call policy on top. Every attempt is
-    /// measured on its own.
+    /// failure is transient ([`ModelError::is_transient`]), within the retry
+    /// deadline: no attempt starts once the next wait would end past it, and
+    /// a retry's timeout is cut to what is left of it, so the caller (Rails
+    /// waits `ai_gateway_timeout_seconds`) gets the failure before it gives
+    /// up. A connection failure arrives here after the provider's own quick
+    /// connect retries; these waits are the slower, per-call policy on top.
+    /// Every attempt is measured on its own.
     pub async fn chat_retrying(
         &self,
         target: &ModelTarget,
@@ -84,16 +98,28 @@ impl ModelService {
         feature: Feature,
         waits: &[Duration],
     ) -> Result<Completion, ModelError> {
+        let deadline = Instant::now() + self.settings.retry_deadline;
         let mut waits = waits.iter();
+        let mut retry: Option<ChatRequest> = None;
         loop {
-            match self.chat(target, request, feature).await {
-                Err(e) if e.is_transient() => match waits.next() {
-                    Some(wait) => {
-                        tracing::info!(error = %e, wait_s = wait.as_secs_f64(), "transient model failure, retrying");
-                        tokio::time::sleep(*wait).await;
+            match self
+                .chat(target, retry.as_ref().unwrap_or(request), feature)
+                .await
+            {
+                Err(e) if e.is_transient() => {
+                    let Some(wait) = waits.next() else {
+                        return Err(e);
+                    };
+                    if Instant::now() + *wait >= deadline {
+                        tracing::info!(error = %e, wait_s = wait.as_secs_f64(), "transient model failure, not retried: the next attempt would start after the retry deadline (AIGW_PROMPTS__RETRY_DEADLINE)");
+                        return Err(e);
                     }
-                    None => return Err(e),
-                },
+                    tracing::info!(error = %e, wait_s = wait.as_secs_f64(), "transient model failure, retrying");
+                    tokio::time::sleep(*wait).await;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let next = retry.get_or_insert_with(|| request.clone());
+                    next.timeout = request.timeout.min(left);
+                }
                 other => return other,
             }
         }

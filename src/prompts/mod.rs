@@ -55,6 +55,16 @@ pub struct InvocationParams {
     pub stop: Vec<String>,
     /// Seconds; overrides `AIGW_DUO_CHAT__MODEL_REQUEST_TIMEOUT`.
     pub timeout: Option<f64>,
+    /// The caller parses the answer as one JSON object: a non-streamed
+    /// answer is cut to its first complete object (models like to wrap JSON
+    /// in a code fence or a sentence).
+    #[serde(default)]
+    pub answer_json: bool,
+    /// The caller compares the answer with these words: a non-streamed
+    /// answer that names one of them (`code_review_request.`, "The intent is
+    /// assistant_flow") becomes exactly that word.
+    #[serde(default)]
+    pub answer_one_of: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -228,6 +238,16 @@ impl PromptRegistry {
         Ok(())
     }
 
+    /// Every unit primitive some prompt requires.
+    pub fn unit_primitives(&self) -> std::collections::BTreeSet<&'static str> {
+        self.prompts
+            .values()
+            .flat_map(|dirs| dirs.values())
+            .flat_map(|versions| versions.values())
+            .map(|def| def.unit_primitive)
+            .collect()
+    }
+
     /// Every prompt id, for documentation and tests.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.prompts.keys().map(String::as_str)
@@ -399,6 +419,46 @@ impl PromptRegistry {
     }
 }
 
+/// A non-streamed answer in the form the caller parses ([`InvocationParams`]
+/// `answer_json`, `answer_one_of`); any other answer is returned as it is.
+pub fn finish_answer(def: &PromptDefinition, text: String) -> String {
+    if def.params.answer_json
+        && let Some(object) = first_json_object(&text)
+    {
+        return object.to_string();
+    }
+    if !def.params.answer_one_of.is_empty() {
+        let bare = text
+            .trim()
+            .trim_matches(|c: char| "`'\".*".contains(c) || c.is_whitespace());
+        if let Some(word) = def.params.answer_one_of.iter().find(|w| *w == bare) {
+            return word.clone();
+        }
+        if let Some((_, word)) = def
+            .params
+            .answer_one_of
+            .iter()
+            .filter_map(|w| text.find(w.as_str()).map(|at| (at, w)))
+            .min()
+        {
+            return word.clone();
+        }
+    }
+    text
+}
+
+/// The first `{...}` of `text` that parses as a JSON object.
+fn first_json_object(text: &str) -> Option<&str> {
+    text.match_indices('{').find_map(|(start, _)| {
+        let mut stream =
+            serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+        match stream.next() {
+            Some(Ok(Value::Object(_))) => Some(&text[start..start + stream.byte_offset()]),
+            _ => None,
+        }
+    })
+}
+
 fn template_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
@@ -470,12 +530,45 @@ mod tests {
             "categorize_question",
             "generate_session_title",
             "model_configuration/check",
+            "measure_comment_temperature",
+            "classify_code_review_mention_intent",
+            "chat/documentation_search",
         ] {
             let def = r
                 .get(id, catalog::find("general").unwrap(), None)
                 .unwrap_or_else(|e| panic!("{id}: {e}"));
             assert!(!def.unit_primitive.is_empty(), "{id}");
         }
+    }
+
+    #[test]
+    fn answers_are_cut_to_the_form_the_caller_parses() {
+        let r = registry();
+        let family = catalog::find("mistral").unwrap();
+        let json = r.get("categorize_question", family, None).unwrap();
+        assert_eq!(
+            finish_answer(&json, "Sure:\n```json\n{\"a\": {\"b\": \"}\"}}\n```".into()),
+            r#"{"a": {"b": "}"}}"#
+        );
+        assert_eq!(finish_answer(&json, "{broken".into()), "{broken");
+        assert_eq!(
+            finish_answer(&json, "{x} then {\"k\": 1}".into()),
+            r#"{"k": 1}"#
+        );
+        let word = r
+            .get("classify_code_review_mention_intent", family, None)
+            .unwrap();
+        assert_eq!(
+            finish_answer(&word, " \"assistant_flow\".\n".into()),
+            "assistant_flow"
+        );
+        assert_eq!(
+            finish_answer(&word, "not write_actions but code_review_request".into()),
+            "write_actions"
+        );
+        assert_eq!(finish_answer(&word, "unsure".into()), "unsure");
+        let plain = r.get("generate_commit_message", family, None).unwrap();
+        assert_eq!(finish_answer(&plain, " {\"a\": 1} ".into()), " {\"a\": 1} ");
     }
 
     #[test]

@@ -416,7 +416,19 @@ pub async fn run(bin: &Path, http: &str, db: &Path) {
         keywords.push(words[..rng.gen_range(1..=words.len().min(2))].join(" "));
         questions.push(forms[rng.gen_range(0..forms.len())].replace("{}", title));
     }
-    // Warm the page cache and the gateway.
+    // Until the gateway has GitLab's keys, then warm the page cache.
+    let url = format!("http://{http}/v1/search/gitlab-docs");
+    for _ in 0..200 {
+        let body = json!({"type": "search-docs", "metadata": {"source": "s", "version": "v"}, "payload": {"query": "x"}});
+        let r = with_headers(client().post(&url), &rails_headers(token))
+            .json(&body)
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = latencies(http, token, &keywords[..20], 1).await;
     println!("\nLoad average before the searches: {}.", load_average());
     println!(

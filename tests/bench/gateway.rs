@@ -7,6 +7,10 @@
 //! so both compete for the CPUs: the numbers are conservative.
 //! Results are printed as Markdown for BENCHMARKS.md.
 
+#[path = "../common/cloud.rs"]
+mod cloud;
+#[path = "cloud_overhead.rs"]
+mod cloud_overhead;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "docs_search.rs"]
@@ -30,7 +34,8 @@ use serde_json::json;
 const RUN_FOR: Duration = Duration::from_secs(5);
 
 /// `AIGW_BENCH_ONLY=model,streams` runs only the named sections (startup,
-/// token, model, chat, throughput, paced, streams, docs); unset runs them all.
+/// token, model, chat, throughput, paced, streams, cloud, docs); unset runs
+/// them all.
 fn section(name: &str) -> bool {
     match std::env::var("AIGW_BENCH_ONLY") {
         Ok(only) if !only.trim().is_empty() => only.split(',').any(|s| s.trim() == name),
@@ -78,7 +83,13 @@ struct Started {
 /// Starts the gateway as systemd would and measures exec -> READY=1.
 // The child is handed to the caller, which kills and reaps it.
 #[allow(clippy::zombie_processes)]
-fn start(gitlab_url: &str, docs_db: &std::path::Path) -> Started {
+fn start(gitlab_url: &str) -> Started {
+    start_with(gitlab_url, &[])
+}
+
+/// [`start`] with more environment variables.
+#[allow(clippy::zombie_processes)]
+fn start_with(gitlab_url: &str, extra: &[(String, String)]) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -87,8 +98,8 @@ fn start(gitlab_url: &str, docs_db: &std::path::Path) -> Started {
     let builder = GatewayBuilder::new()
         .gitlab(gitlab_url)
         .env("AIGW_CUSTOM_MODELS__ENABLED", "true")
-        .env("AIGW_DOCS_SEARCH__DB_PATH", docs_db.to_str().unwrap())
         .env("AIGW_LOGGING__LEVEL", "warn");
+    let builder = extra.iter().fold(builder, |b, (k, v)| b.env(k, v));
     // The harness's environment, but the binary under test.
     let template = builder.command();
     let mut cmd = Command::new(bench_binary());
@@ -258,20 +269,17 @@ fn main() {
         let file = Command::new("file").arg(&bin).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
         let gitlab = FakeGitLab::start(vec![gitlab_key().jwk()]).await;
         let token = gitlab_key().rails_token(json!({}));
-        // The docs section builds the index here, under the running gateway.
-        let docs_dir = tempfile::tempdir().unwrap();
-        let docs_db = docs_dir.path().join("docs.db");
 
         // Startup: ten cold starts.
         let mut starts = Vec::new();
         for _ in 0..if section("startup") { 10 } else { 0 } {
-            let mut s = start(&gitlab.url, &docs_db);
+            let mut s = start(&gitlab.url);
             starts.push(s.ready_after);
             let _ = s.child.kill();
             let _ = s.child.wait();
         }
         starts.sort();
-        let mut gw = start(&gitlab.url, &docs_db);
+        let mut gw = start(&gitlab.url);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss = rss_kib(gw.child.id());
 
@@ -310,11 +318,27 @@ fn main() {
         }
 
         model_overhead::run(&gw.http, &token, RUN_FOR, section).await;
-        if section("docs") {
-            docs_search::run(&bin, &gw.http, &docs_db).await;
-        }
         if section("streams") {
             model_overhead::streams_section(&gw.http, &token, gw.child.id()).await;
+        }
+        if section("cloud") {
+            let fake = cloud_overhead::fake().await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut cgw = start_with(&gitlab.url, &cloud_overhead::env(&fake.url, dir.path()));
+            cloud_overhead::run(&cgw.http, &token, &fake, RUN_FOR).await;
+            let _ = cgw.child.kill();
+            let _ = cgw.child.wait();
+        }
+        if section("docs") {
+            // The section builds the index under this gateway, as an
+            // administrator would under the running service.
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("docs.db");
+            let env = [("AIGW_DOCS_SEARCH__DB_PATH".to_string(), db.display().to_string())];
+            let mut dgw = start_with(&gitlab.url, &env);
+            docs_search::run(&bin, &dgw.http, &db).await;
+            let _ = dgw.child.kill();
+            let _ = dgw.child.wait();
         }
         unsafe {
             libc::kill(gw.child.id() as i32, libc::SIGTERM);

@@ -466,6 +466,7 @@ pub struct Gateway {
 pub struct GatewayBuilder {
     env: HashMap<String, String>,
     args: Vec<String>,
+    dir: Option<PathBuf>,
 }
 
 pub fn binary() -> PathBuf {
@@ -518,7 +519,14 @@ impl GatewayBuilder {
         Self {
             env,
             args: Vec::new(),
+            dir: None,
         }
+    }
+
+    /// Runs the gateway in `dir` (`--dev` keeps its key under `tmp/` there).
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
     }
 
     /// Points both services at this GitLab.
@@ -544,6 +552,9 @@ impl GatewayBuilder {
     pub fn command(&self) -> Command {
         let mut cmd = aigw_command();
         cmd.envs(&self.env).args(&self.args);
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
         cmd
     }
 
@@ -911,5 +922,27 @@ impl TlsFront {
     /// The OpenAI-compatible base URL, by name so the certificate matches.
     pub fn endpoint(&self) -> String {
         format!("https://localhost:{}/v1", self.addr.port())
+    }
+}
+
+/// The message of an error body: `detail` when it is a string, else
+/// `detail[0].msg` as GitLab Rails reads FastAPI's validation list. A 422
+/// must use the list (`{"detail":[{"loc","msg","type"}]}`); this checks it.
+pub fn error_message(status: u16, body: &Value) -> String {
+    match &body["detail"] {
+        Value::String(s) => {
+            assert_ne!(status, 422, "a 422 detail must be FastAPI's list: {body}");
+            s.clone()
+        }
+        Value::Array(items) => {
+            let first = &items[0];
+            assert!(
+                first["loc"].is_array() && first["msg"].is_string() && first["type"].is_string(),
+                "{body}"
+            );
+            assert_eq!(first["loc"][0], "body", "{body}");
+            first["msg"].as_str().unwrap().to_string()
+        }
+        _ => String::new(),
     }
 }

@@ -28,10 +28,13 @@ pub enum Fault {
     Reset,
     /// HTTP 200 event stream whose lines are not valid SSE JSON.
     GarbageSse,
+    /// HTTP 400: the prompt does not fit the model's context window, in the
+    /// OpenAI/vLLM error shape (`code: context_length_exceeded`).
+    ContextLength,
 }
 
 impl Fault {
-    const ALL: [(&'static str, Fault); 7] = [
+    const ALL: [(&'static str, Fault); 8] = [
         ("500", Fault::Status500),
         ("429", Fault::Status429),
         ("invalid-json", Fault::InvalidJson),
@@ -39,6 +42,7 @@ impl Fault {
         ("hang", Fault::Hang),
         ("reset", Fault::Reset),
         ("garbage-sse", Fault::GarbageSse),
+        ("context-length", Fault::ContextLength),
     ];
 }
 
@@ -84,7 +88,7 @@ pub struct Knobs {
     #[arg(long, env = "AIGW_MOCK_TOKENS")]
     pub tokens: Option<u64>,
     /// Inject a fault into every request: 500, 429, invalid-json, html, hang,
-    /// reset, garbage-sse.
+    /// reset, garbage-sse, context-length.
     #[arg(long, env = "AIGW_MOCK_FAULT")]
     pub fault: Option<Fault>,
 }

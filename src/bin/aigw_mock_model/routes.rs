@@ -343,6 +343,15 @@ async fn fault_response(fault: Fault) -> Option<Response> {
                 .map(|s| Ok::<_, io::Error>(Bytes::from_static(s.as_bytes())));
             event_stream(Body::from_stream(futures_util::stream::iter(chunks)))
         }
+        Fault::ContextLength => {
+            let body = json!({"error": {
+                "message": "This model's maximum context length is 4096 tokens. However, you requested 9120 tokens (8096 in the messages, 1024 in the completion). Please reduce the length of the messages or completion.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }});
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
         Fault::Reset => return None,
     })
 }
