@@ -1,5 +1,5 @@
 //! The command line: `aigw` (serve), `aigw check-config`, `aigw keygen`,
-//! `aigw dev-token`.
+//! `aigw dev-token`, `aigw docs-index build|check`.
 //!
 //! Flags override the environment; the environment variables keep the
 //! upstream gateway's names and are listed in `--help` next to each flag.
@@ -41,6 +41,10 @@ pub enum Command {
     /// DEVELOPMENT ONLY: print a token that a gateway started with `--dev`
     /// (`make run`) from this directory accepts, for trying the API by hand.
     DevToken,
+    /// Build or check the documentation search index (Duo Chat's GitLab
+    /// documentation answers), offline.
+    #[command(subcommand)]
+    DocsIndex(DocsIndexCommand),
     /// Print the man page (roff) generated from this command line definition.
     #[command(hide = true)]
     Manpage,
@@ -107,6 +111,46 @@ impl ServeArgs {
     }
 }
 
+#[derive(Subcommand, Debug)]
+pub enum DocsIndexCommand {
+    /// Build the index from the GitLab docs of your version: a GitLab source
+    /// checkout, its `doc/` directory, or a .zip or .tar.gz of either (such as
+    /// GitLab's `gitlab-<tag>.zip?path=doc` download). Replaces the index
+    /// atomically: a running gateway picks it up at its next search.
+    Build(DocsBuildArgs),
+    /// Show what an index holds (pages, version, layout) and run a sample
+    /// query. Exits non-zero when it is missing or unusable.
+    Check(DocsCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DocsBuildArgs {
+    /// The docs: a directory, a .zip or a .tar.gz
+    #[arg(long, value_name = "DIR|ARCHIVE")]
+    pub from: PathBuf,
+    /// The index file to write [default: $AIGW_DOCS_SEARCH__DB_PATH, else ./tmp/docs.db]
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// The GitLab version these docs belong to, stored with every page, e.g.
+    /// v18.6.0-ee [default: read from a `gitlab-<tag>` folder in the archive]
+    #[arg(long, value_name = "TAG")]
+    pub version: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DocsCheckArgs {
+    /// The index file [default: $AIGW_DOCS_SEARCH__DB_PATH, else ./tmp/docs.db]
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// The sample query
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "How do I create a merge request?"
+    )]
+    pub query: String,
+}
+
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     /// Where to write the key; `-` writes it to standard output
@@ -138,6 +182,8 @@ pub fn main() -> ExitCode {
         Some(Command::CheckConfig(args)) => check_config(&merge(&cli.serve, args)),
         Some(Command::Keygen(args)) => keygen(&args),
         Some(Command::DevToken) => dev_token(),
+        Some(Command::DocsIndex(DocsIndexCommand::Build(args))) => docs_index_build(&args),
+        Some(Command::DocsIndex(DocsIndexCommand::Check(args))) => docs_index_check(&args),
         Some(Command::Manpage) => manpage(),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "aigw", &mut std::io::stdout());
@@ -284,6 +330,20 @@ fn check_files(config: &Config, errors: &mut Vec<String>, notes: &mut Vec<String
         {
             errors.push(format!("TLS: {e}"));
         }
+    }
+    let db = &config.docs_search_db;
+    match crate::docs_search::inspect(db) {
+        Ok(info) => {
+            if info.is_none() {
+                notes.push(format!(
+                    "documentation search: no index at {} (questions get no results; `aigw docs-index build` makes one)",
+                    db.display()
+                ));
+            }
+            report["docs_search"]["exists"] = info.is_some().into();
+            report["docs_search"]["pages"] = info.map(|i| i.pages).into();
+        }
+        Err(e) => errors.push(format!("documentation index {}: {e}", db.display())),
     }
     report
 }
@@ -484,4 +544,175 @@ fn dev_scopes(config: &Config) -> Result<Vec<String>, String> {
             .map(|c| crate::chat::context::unit_primitive(c)),
     );
     Ok(scopes.into_iter().collect())
+}
+
+fn docs_index_build(args: &DocsBuildArgs) -> ExitCode {
+    use std::io::{IsTerminal, Write};
+
+    use crate::docs_search::{BuildOptions, Progress};
+
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::config::docs_search_db(&Env::from_process()));
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_shown: Option<std::time::Instant> = None;
+    let mut line_open = false;
+    let mut progress = |p: Progress| {
+        let mut err = std::io::stderr().lock();
+        match p {
+            Progress::Root { root, version } => {
+                let version = version.map_or(String::new(), |v| format!(" (GitLab {v})"));
+                let _ = writeln!(err, "aigw: reading the docs under {root}{version}");
+            }
+            Progress::Page { pages, bytes } => {
+                if terminal && last_shown.is_none_or(|t| t.elapsed().as_millis() >= 100) {
+                    last_shown = Some(std::time::Instant::now());
+                    let _ = write!(
+                        err,
+                        "\r\x1b[Kaigw: {}, {}",
+                        count(pages, "page"),
+                        megabytes(bytes)
+                    );
+                    line_open = true;
+                }
+            }
+            Progress::Skipped { filename, reason } => {
+                let clear = if line_open { "\r\x1b[K" } else { "" };
+                line_open = false;
+                let (filename, reason) = (
+                    crate::docs_search::printable(filename),
+                    crate::docs_search::printable(reason),
+                );
+                let _ = writeln!(err, "{clear}aigw: warning: skipped {filename}: {reason}");
+            }
+        }
+    };
+    let result = crate::docs_search::build(
+        &BuildOptions {
+            from: &args.from,
+            out: &out,
+            version: args.version.as_deref(),
+        },
+        &mut progress,
+    );
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
+    match result {
+        Ok(s) => {
+            let skipped = match s.skipped {
+                0 => String::new(),
+                1 => "; 1 page skipped (warning above)".into(),
+                n => format!("; {n} pages skipped (warnings above)"),
+            };
+            println!(
+                "aigw: indexed {} ({} of markdown) into {} ({}) in {:.1} s{skipped}",
+                count(s.pages, "page"),
+                megabytes(s.bytes),
+                s.out.display(),
+                megabytes(s.index_bytes),
+                s.elapsed.as_secs_f64(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let kept = if out.exists() {
+                format!("{} is left as it was", out.display())
+            } else {
+                "nothing was written".to_string()
+            };
+            eprintln!("aigw: docs-index build: {e}; {kept}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn docs_index_check(args: &DocsCheckArgs) -> ExitCode {
+    let path = args
+        .path
+        .clone()
+        .unwrap_or_else(|| crate::config::docs_search_db(&Env::from_process()));
+    let info = match crate::docs_search::inspect(&path) {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            eprintln!(
+                "aigw: docs-index check: no index at {}: documentation questions get no results \
+                 (build one with `aigw docs-index build --from <docs>`)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("aigw: docs-index check: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("index: {} ({})", path.display(), megabytes(info.file_bytes));
+    println!("pages: {}", info.pages);
+    let versions: Vec<String> = info
+        .versions
+        .iter()
+        .map(|(v, n)| format!("{} ({n} pages)", v.as_deref().unwrap_or("not recorded")))
+        .collect();
+    println!("version: {}", versions.join(", "));
+    let mut ok = true;
+    if info.layout_ok {
+        println!(
+            "layout: doc_index(processed, content, metadata), porter trigram, user_version {} (upstream's)",
+            info.user_version
+        );
+    } else {
+        ok = false;
+        println!(
+            "layout: NOT the documentation index layout: {}",
+            info.schema
+        );
+    }
+    if info.user_version != crate::docs_search::layout::USER_VERSION {
+        println!(
+            "note: user_version is {}, upstream writes {}",
+            info.user_version,
+            crate::docs_search::layout::USER_VERSION
+        );
+    }
+    if info.pages == 0 {
+        ok = false;
+        println!("error: the index has no pages");
+    }
+    let started = std::time::Instant::now();
+    match crate::docs_search::search_file(&path, &args.query, 4) {
+        Ok(results) => {
+            println!(
+                "sample query {:?}: {} results in {:.1} ms",
+                args.query,
+                results.len(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            for (i, r) in results.iter().enumerate() {
+                println!("  {}. {}", i + 1, r.id);
+            }
+        }
+        Err(e) => {
+            ok = false;
+            println!("sample query {:?}: error: {e}", args.query);
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -865,9 +865,7 @@ impl Config {
 
         Ok(Config {
             models,
-            docs_search_db: env
-                .get("AIGW_DOCS_SEARCH__DB_PATH")
-                .map_or_else(|| PathBuf::from("./tmp/docs.db"), PathBuf::from),
+            docs_search_db: docs_search_db(env),
             http,
             grpc,
             metrics: MetricsConfig {
@@ -993,6 +991,15 @@ impl Config {
             "file_watch_interval_s": self.file_watch_interval.map(|i| i.as_secs_f64()),
         })
     }
+}
+
+/// The documentation index file: `AIGW_DOCS_SEARCH__DB_PATH` (ours), else
+/// upstream's `./tmp/docs.db`, relative to the working directory. Also the
+/// default output of `aigw docs-index build`, which needs no other setting.
+pub fn docs_search_db(env: &Env) -> PathBuf {
+    env.get("AIGW_DOCS_SEARCH__DB_PATH")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("./tmp/docs.db"), PathBuf::from)
 }
 
 fn models_config(env: &Env) -> Result<ModelsConfig, ConfigError> {

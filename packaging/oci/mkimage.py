@@ -34,6 +34,9 @@ ENV = (
     "AIGW_FASTAPI__API_HOST=0.0.0.0",
     "AIGW_FASTAPI__API_PORT=5052",
     "AIGW_CUSTOM_MODELS__ENABLED=true",
+    # Where the packages keep it too (README "Documentation search offline"):
+    # in the state directory, so one volume there carries it.
+    "AIGW_DOCS_SEARCH__DB_PATH=/var/lib/aigw/docs.db",
 )
 
 MT_LAYOUT_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -13,6 +13,8 @@ mod cloud;
 mod cloud_overhead;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "docs_search.rs"]
+mod docs_search;
 #[path = "model_overhead.rs"]
 mod model_overhead;
 
@@ -32,7 +34,8 @@ use serde_json::json;
 const RUN_FOR: Duration = Duration::from_secs(5);
 
 /// `AIGW_BENCH_ONLY=model,streams` runs only the named sections (startup,
-/// token, model, throughput, paced, streams); unset runs them all.
+/// token, model, chat, throughput, paced, streams, cloud, docs); unset runs
+/// them all.
 fn section(name: &str) -> bool {
     match std::env::var("AIGW_BENCH_ONLY") {
         Ok(only) if !only.trim().is_empty() => only.split(',').any(|s| s.trim() == name),
@@ -325,6 +328,17 @@ fn main() {
             cloud_overhead::run(&cgw.http, &token, &fake, RUN_FOR).await;
             let _ = cgw.child.kill();
             let _ = cgw.child.wait();
+        }
+        if section("docs") {
+            // The section builds the index under this gateway, as an
+            // administrator would under the running service.
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("docs.db");
+            let env = [("AIGW_DOCS_SEARCH__DB_PATH".to_string(), db.display().to_string())];
+            let mut dgw = start_with(&gitlab.url, &env);
+            docs_search::run(&bin, &dgw.http, &db).await;
+            let _ = dgw.child.kill();
+            let _ = dgw.child.wait();
         }
         unsafe {
             libc::kill(gw.child.id() as i32, libc::SIGTERM);
